@@ -1,0 +1,3 @@
+from cfimg.cli import main
+
+main()

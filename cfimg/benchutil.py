@@ -1,0 +1,58 @@
+"""Helpers for benchmark scripts: a reading of the machine's speed to print beside every figure."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """Median fp32 GFLOP/s of a square torch matmul on the CPU: a yardstick for shared cores."""
+    import torch
+
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def machine_summary() -> dict[str, str]:
+    import numpy
+    import onnxruntime
+    import PIL
+    import torch
+
+    import cfimg
+
+    return {
+        "cpu": _cpu_name(),
+        "cores": str(__import__("os").cpu_count()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": PIL.__version__,
+        "numpy": numpy.__version__,
+        "cfimg": cfimg.__version__,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def median_and_spread(values: list[float]) -> tuple[float, float]:
+    """Median and half the min-max range, the '12.3 ± 0.4' printed in BENCHMARKS.md."""
+    return statistics.median(values), (max(values) - min(values)) / 2

@@ -1,0 +1,183 @@
+"""Inference engines: a model file in, probabilities for uint8 RGB NHWC batches out.
+
+`.onnx` files run on onnxruntime; `.pt` checkpoints and run folders run on PyTorch. Both read the
+model card (class names, preprocessing, temperature, thresholds) from the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cfimg.card import ModelCard
+from cfimg.errors import ModelFileError, UsageError
+
+ONNX_SUFFIXES = (".onnx",)
+
+
+class Engine(Protocol):
+    card: ModelCard
+    device: str  # what actually runs it, e.g. "cpu", "cuda:0", "CUDAExecutionProvider"
+
+    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities [N, len(card.class_names)] for a batch of model-sized images."""
+        ...
+
+
+def is_onnx_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in ONNX_SUFFIXES
+
+
+def load_engine(
+    model_path: str | Path, *, device: str = "auto", threads: int | None = None
+) -> Engine:
+    """Open a `.onnx` model with onnxruntime or a checkpoint/run folder with PyTorch."""
+    if not Path(model_path).exists():
+        raise ModelFileError(model_path, "file not found")
+    if is_onnx_path(model_path):
+        return OnnxEngine(model_path, device=device, threads=threads)
+    return TorchEngine(model_path, device=device, threads=threads)
+
+
+def resolve_torch_device(device: str) -> str:
+    """'auto' picks the first CUDA device when there is one; 'cuda' without CUDA is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU")
+        return device
+    raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+class TorchEngine:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None):
+        import torch
+
+        from cfimg.checkpoint import load_model
+        from cfimg.models import ClassifierWithPreprocessing
+
+        if threads:
+            torch.set_num_threads(threads)
+        network, self.card = load_model(model_path)
+        self.device = resolve_torch_device(device)
+        self.model = ClassifierWithPreprocessing(
+            network, self.card.preprocessing, self.card.temperature
+        ).to(self.device)
+        self.model.eval()
+
+    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(images_uint8_nhwc)).to(self.device)
+            probabilities, _ = self.model(batch)
+        return probabilities.float().cpu().numpy()
+
+
+def onnx_session_options(threads: int | None = None):
+    """Threads that sleep instead of spinning: spinning starves decode workers on shared cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def onnx_providers(device: str) -> list:
+    """Execution providers for `device`; asking for a missing GPU provider is an error, not a
+    silent fall-back to CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    kind, _, index = device.partition(":")
+    options = {"device_id": int(index)} if index else {}
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind == "auto":
+        gpu = "CUDAExecutionProvider" in available
+        return (
+            [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+            if gpu
+            else ["CPUExecutionProvider"]
+        )
+    wanted = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}.get(kind)
+    if wanted is None:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda[:N] or tensorrt[:N]")
+    if wanted not in available:
+        raise UsageError(
+            f"--device {device} needs onnxruntime's {wanted}, which this install lacks "
+            f"(available: {', '.join(available)}); install cfimg[gpu] on a machine with CUDA"
+        )
+    chain = [(wanted, options)]
+    if wanted == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in available:
+        chain.append(("CUDAExecutionProvider", options))
+    return [*chain, "CPUExecutionProvider"]
+
+
+def read_onnx_card(model_path: str | Path, metadata: dict[str, str]) -> ModelCard:
+    if "cfimg_card" not in metadata:
+        raise ModelFileError(
+            model_path, "an ONNX model, but not one exported by cfimg (no cfimg_card metadata)"
+        )
+    try:
+        return ModelCard.from_onnx_metadata(metadata)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(model_path, f"damaged cfimg metadata ({exc})") from None
+
+
+class OnnxEngine:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path),
+                sess_options=onnx_session_options(threads),
+                providers=onnx_providers(device),
+            )
+        except UsageError:
+            raise
+        except Exception as exc:  # truncated, not protobuf, unsupported ops...
+            first_line = (
+                str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelFileError(model_path, f"not a loadable ONNX model ({first_line})") from None
+        self.card = read_onnx_card(model_path, self.session.get_modelmeta().custom_metadata_map)
+        self.device = self.session.get_providers()[0]
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.float_input = model_input.type == "tensor(float)"  # exported with --float-input
+        self.single_image = len(model_input.shape) == 3  # exported with --any-size: one HWC image
+
+    def _feed(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+        if not self.float_input:
+            return np.ascontiguousarray(images_uint8_nhwc, dtype=np.uint8)
+        prep = self.card.preprocessing
+        mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        chw = images_uint8_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return np.ascontiguousarray((chw - mean) / std)
+
+    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+        if self.single_image:  # the graph resizes itself; a model-sized crop passes through as is
+            rows = [
+                self.session.run(["probabilities"], {self.input_name: image})[0]
+                for image in images_uint8_nhwc
+            ]
+            return np.concatenate(rows).astype(np.float32)
+        (probabilities,) = self.session.run(
+            ["probabilities"], {self.input_name: self._feed(images_uint8_nhwc)}
+        )
+        return probabilities.astype(np.float32)
