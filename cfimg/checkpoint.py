@@ -22,6 +22,10 @@ def save_checkpoint(path: str | Path, *, card: ModelCard, model_state: dict, **e
     loads with `weights_only=True`.
     """
     payload = {"format": CHECKPOINT_FORMAT, "card": card.to_dict(), "model": model_state, **extra}
+    _write_payload(path, payload)
+
+
+def _write_payload(path: str | Path, payload: dict) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -74,3 +78,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
         first_line = str(exc).strip().splitlines()[0][:160]
         raise ModelFileError(path, f"weights do not fit {card.arch} ({first_line})") from None
     return model.eval(), card
+
+
+def update_checkpoint_card(path: str | Path, card: ModelCard) -> None:
+    """Replace the card stored in a checkpoint (threshold, temperature...), atomically."""
+    path = resolve_checkpoint_path(path)
+    payload = load_checkpoint(path)
+    payload["card"] = card.to_dict()
+    _write_payload(path, payload)

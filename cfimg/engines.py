@@ -22,8 +22,9 @@ class Engine(Protocol):
     card: ModelCard
     device: str  # what actually runs it, e.g. "cpu", "cuda:0", "CUDAExecutionProvider"
 
-    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities [N, len(card.class_names)] for a batch of model-sized images."""
+    def predict(self, images_uint8_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities, raw logits), each [N, len(card.class_names)] float32, for a
+        batch of model-sized images."""
         ...
 
 
@@ -73,13 +74,13 @@ class TorchEngine:
         ).to(self.device)
         self.model.eval()
 
-    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+    def predict(self, images_uint8_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         with torch.inference_mode():
             batch = torch.from_numpy(np.ascontiguousarray(images_uint8_nhwc)).to(self.device)
-            probabilities, _ = self.model(batch)
-        return probabilities.float().cpu().numpy()
+            probabilities, logits = self.model(batch)
+        return probabilities.float().cpu().numpy(), logits.float().cpu().numpy()
 
 
 def onnx_session_options(threads: int | None = None):
@@ -170,14 +171,16 @@ class OnnxEngine:
         chw = images_uint8_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         return np.ascontiguousarray((chw - mean) / std)
 
-    def predict(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
+    def predict(self, images_uint8_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = ["probabilities", "logits"]
         if self.single_image:  # the graph resizes itself; a model-sized crop passes through as is
             rows = [
-                self.session.run(["probabilities"], {self.input_name: image})[0]
-                for image in images_uint8_nhwc
+                self.session.run(outputs, {self.input_name: image}) for image in images_uint8_nhwc
             ]
-            return np.concatenate(rows).astype(np.float32)
-        (probabilities,) = self.session.run(
-            ["probabilities"], {self.input_name: self._feed(images_uint8_nhwc)}
-        )
-        return probabilities.astype(np.float32)
+            probabilities = np.concatenate([row[0] for row in rows])
+            logits = np.concatenate([row[1] for row in rows])
+        else:
+            probabilities, logits = self.session.run(
+                outputs, {self.input_name: self._feed(images_uint8_nhwc)}
+            )
+        return probabilities.astype(np.float32), logits.astype(np.float32)

@@ -175,10 +175,10 @@ def test_torch_engine_returns_probabilities_that_sum_to_one(tmp_path):
         model_state=create_model("mobilenet_v3_small", pretrained=False).state_dict(),
     )
     engine = load_engine(path, device="cpu")
-    probabilities = engine.predict(
+    probabilities, logits = engine.predict(
         np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     )
-    assert probabilities.shape == (3, 2)
+    assert probabilities.shape == (3, 2) and logits.shape == (3, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
