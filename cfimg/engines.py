@@ -78,7 +78,9 @@ class TorchEngine:
         import torch
 
         with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(images_uint8_nhwc)).to(self.device)
+            # writeable and contiguous: torch.from_numpy warns on read-only arrays
+            writeable = np.require(images_uint8_nhwc, np.uint8, requirements=["C", "W"])
+            batch = torch.from_numpy(writeable).to(self.device)
             probabilities, logits = self.model(batch)
         return probabilities.float().cpu().numpy(), logits.float().cpu().numpy()
 
