@@ -1,7 +1,164 @@
-"""`cfimg train`: not written yet (its issue is open)."""
+"""`cfimg train`: parse flags into a TrainConfig, run cfimg.train.train, print a summary."""
+
+from __future__ import annotations
 
 import typer
 
+from cfimg.models import ARCHITECTURES, DEFAULT_ARCH
+
+HELP = f"""Fine-tune a CNN on labelled photos (folder tree, split folders or CSV manifest).
+
+Architectures: {", ".join(ARCHITECTURES)} (default {DEFAULT_ARCH}, ImageNet weights from an
+installed package). Several GPUs: torchrun --nproc_per_node N -m cfimg train DATA ...
+"""
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the cfimg app."""
+    app.command(name="train", help=HELP, no_args_is_help=True)(train_command)
+
+
+def train_command(
+    data: str | None = typer.Argument(None, help="Labelled photos; omit with --resume."),
+    val: str | None = typer.Option(None, "--val", help="Separate validation data."),
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch", help="Architecture."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input side in px [224]."),
+    detail: bool = typer.Option(False, "--detail", help="Train at 320 px so fine print survives."),
+    epochs: int = typer.Option(12, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak AdamW learning rate."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    balance: str = typer.Option("auto", "--balance", help="Class-weighted loss: auto|on|off."),
+    ema_decay: float = typer.Option(0.99, "--ema-decay", help="Per-step EMA decay; 0 = off."),
+    freeze_backbone_epochs: int = typer.Option(0, "--freeze-backbone-epochs"),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
+    patience: int = typer.Option(4, "--patience", help="Early stop after N flat epochs; 0 = off."),
+    select_metric: str = typer.Option("roc_auc", "--select-metric", help="Picks best.pt."),
+    hflip: bool = typer.Option(
+        False,
+        "--hflip",
+        help="Random horizontal flips (off: mirrored lettering is itself a counterfeit cue).",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda[:i]"),
+    workers: int | None = typer.Option(None, "--workers", help="Data-loading processes."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads."),
+    seed: int = typer.Option(0, "--seed"),
+    out: str | None = typer.Option(None, "--out", help="Run folder [models/ARCH-PXpx-DATE]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
+    weights: str | None = typer.Option(None, "--weights", help="Start from this local file."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    val_frac: float = typer.Option(0.15, "--val-frac"),
+    test_frac: float = typer.Option(0.15, "--test-frac"),
+    group_regex: str | None = typer.Option(None, "--group-regex", help="Item id from filename."),
+    stop_after_steps: int | None = typer.Option(
+        None, "--stop-after-steps", help="Stop (resumably) after N optimizer steps."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    from dataclasses import replace
+
+    from cfimg.augment import AugmentConfig
+    from cfimg.errors import UsageError
+    from cfimg.train import TrainConfig, read_run_config, train
+
+    if resume:
+        config = read_run_config(resume)
+        if stop_after_steps is not None:
+            config = replace(config, stop_after_steps=stop_after_steps)
+        else:
+            config = replace(config, stop_after_steps=None)
+    elif data is None:
+        raise UsageError("give DATA to train on, or --resume RUN to continue a run")
+    else:
+        config = TrainConfig(
+            data=data,
+            val_data=val,
+            arch=arch,
+            img_size_px=img_size,
+            detail=detail,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            balance=balance,
+            ema_decay=ema_decay,
+            freeze_backbone_epochs=freeze_backbone_epochs,
+            grad_clip_norm=grad_clip,
+            early_stop_patience=patience,
+            select_metric=select_metric,
+            augment=AugmentConfig(hflip=hflip),
+            device=device,
+            workers=workers,
+            threads=threads,
+            seed=seed,
+            out=out,
+            overwrite=overwrite,
+            pretrained=pretrained and weights is None,
+            weights_path=weights,
+            amp=amp,
+            compile=compile_model,
+            val_frac=val_frac,
+            test_frac=test_frac,
+            group_regex=group_regex,
+            stop_after_steps=stop_after_steps,
+        )
+    result = train(config, resume_dir=resume, progress=not quiet, log=_log_main)
+    if result.run_dir and _is_main():
+        print_summary(result)
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _log_main(line: str) -> None:
+    if _is_main():
+        typer.echo(line)
+
+
+def print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if result.interrupted:
+        typer.echo(
+            "stopped after the requested steps; continue with: "
+            f"cfimg train --resume {result.run_dir}"
+        )
+        return
+    table = Table(title=f"run {result.run_dir}", show_header=False)
+    best = result.best_metrics
+    rows = [
+        (
+            "best epoch",
+            f"{result.best_epoch} of {result.epochs_run}"
+            + (" (early stop)" if result.stopped_early else ""),
+        ),
+        ("val balanced accuracy", f"{best.get('balanced_accuracy', float('nan')):.4f}"),
+        ("val ROC-AUC", f"{best.get('roc_auc', float('nan')):.4f}"),
+        ("val accuracy", f"{best.get('accuracy', float('nan')):.4f}"),
+        ("temperature", f"{result.temperature:.3f}"),
+        (
+            "images",
+            f"{result.n_train} train, {result.n_val} val"
+            + (
+                f", {len(result.skipped)} unreadable skipped (skipped.csv)"
+                if result.skipped
+                else ""
+            ),
+        ),
+        ("time", f"{result.elapsed_s:.0f} s"),
+        ("files", "best.pt last.pt config.json split.csv metrics.csv curves.png"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+    typer.echo(f"next: cfimg eval {result.run_dir}   |   cfimg export {result.run_dir}")

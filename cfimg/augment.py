@@ -1,0 +1,128 @@
+"""Training augmentations that keep counterfeit cues: geometry and photography vary, the print
+does not. No horizontal flip by default (mirrored lettering is itself a counterfeit cue), only
+mild brightness/contrast (a brand colour shifted in hue is a cue too).
+
+Every random draw comes from a generator seeded by (seed, epoch, sample index), so a sample looks
+the same whichever worker loads it and whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from cfimg.preprocess import Preprocessing
+
+_FILTER = Image.Resampling.BILINEAR
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.55, 1.0)  # area fraction of the random crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotate_deg: float = 8.0
+    perspective: float = 0.08  # corner displacement as a fraction of the side
+    perspective_p: float = 0.3
+    blur_p: float = 0.1
+    blur_radius_px: float = 1.0
+    noise_p: float = 0.2
+    noise_std: float = 6.0  # in 0..255 levels
+    jpeg_p: float = 0.25
+    jpeg_quality: tuple[int, int] = (60, 95)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    hflip: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+    return generator
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _chance(generator: torch.Generator, p: float) -> bool:
+    return p > 0 and float(torch.rand((), generator=generator)) < p
+
+
+def random_resized_crop_box(
+    width: int, height: int, aug: AugmentConfig, generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box rule, drawn from `generator`."""
+    area = width * height
+    log_ratio = (math.log(aug.crop_ratio[0]), math.log(aug.crop_ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(generator, *aug.crop_scale)
+        ratio = math.exp(_uniform(generator, *log_ratio))
+        w = round(math.sqrt(target_area * ratio))
+        h = round(math.sqrt(target_area / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(_uniform(generator, 0, width - w + 1))
+            top = int(_uniform(generator, 0, height - h + 1))
+            return left, top, left + w, top + h
+    side = min(width, height)  # fall back to the centre square, as evaluation sees it
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def _perspective_coeffs(size: int, strength: float, generator: torch.Generator) -> list[float]:
+    """Coefficients for Image.transform(PERSPECTIVE) that move each corner by up to `strength`."""
+    d = strength * size
+    src = [(0, 0), (size, 0), (size, size), (0, size)]
+    dst = [(x + _uniform(generator, -d, d), y + _uniform(generator, -d, d)) for x, y in src]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs.extend([u, v])
+    return np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs)).tolist()
+
+
+def augment_image(
+    image: Image.Image, prep: Preprocessing, aug: AugmentConfig, generator: torch.Generator
+) -> np.ndarray:
+    """RGB photo -> uint8 [S, S, 3] training view."""
+    size = prep.img_size_px
+    box = random_resized_crop_box(image.width, image.height, aug, generator)
+    view = image.resize((size, size), _FILTER, box=box)
+    fill = tuple(int(c) for c in np.asarray(view).reshape(-1, 3).mean(axis=0))
+    if aug.rotate_deg > 0:
+        angle = _uniform(generator, -aug.rotate_deg, aug.rotate_deg)
+        view = view.rotate(angle, resample=_FILTER, fillcolor=fill)
+    if _chance(generator, aug.perspective_p):
+        coeffs = _perspective_coeffs(size, aug.perspective, generator)
+        view = view.transform(
+            (size, size), Image.Transform.PERSPECTIVE, coeffs, _FILTER, fillcolor=fill
+        )
+    if aug.hflip and _chance(generator, 0.5):
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if _chance(generator, aug.blur_p):
+        view = view.filter(ImageFilter.GaussianBlur(_uniform(generator, 0.3, aug.blur_radius_px)))
+    if _chance(generator, aug.jpeg_p):
+        buffer = io.BytesIO()
+        view.save(buffer, "JPEG", quality=int(_uniform(generator, *aug.jpeg_quality)))
+        view = Image.open(buffer).convert("RGB")
+    pixels = np.asarray(view, dtype=np.float32)
+    gain = 1.0 + _uniform(generator, -aug.contrast, aug.contrast)
+    offset = 255.0 * _uniform(generator, -aug.brightness, aug.brightness)
+    pixels = (pixels - pixels.mean()) * gain + pixels.mean() + offset
+    if _chance(generator, aug.noise_p):
+        noise = torch.randn(pixels.shape, generator=generator).numpy() * aug.noise_std
+        pixels = pixels + noise
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+
+
+def decode_size_for_training(prep: Preprocessing, aug: AugmentConfig) -> int:
+    """Shorter side to decode at so the smallest random crop is not upsampled much."""
+    return math.ceil(prep.resize_px / math.sqrt(max(aug.crop_scale[0], 0.25)))
