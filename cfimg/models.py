@@ -86,11 +86,20 @@ def create_model(
 ) -> nn.Module:
     """Build `arch` with a two-class head, starting from local weights, ImageNet, or scratch."""
     model = get_arch(arch).build()
+    _reset_head(model)
     if weights_path is not None:
         load_compatible_weights(model, _read_state_dict(Path(weights_path)), str(weights_path))
     elif pretrained:
         load_compatible_weights(model, imagenet_state_dict(arch), f"ImageNet weights for {arch}")
     return model
+
+
+def _reset_head(model: nn.Module) -> None:
+    """Small weights for the new two-class head. timm scales its init by 1/sqrt(classes), which
+    with two classes gives logits of +-10 at the start and a loss that takes epochs to recover."""
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:

@@ -481,7 +481,7 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
     if resume_dir:
         state = _restore(run_dir / "last.pt", model, ema, optimizer, scaler, ctx)
 
-    def save_last(epoch: int, step_in_epoch: int) -> None:
+    def save_last(epoch: int, step_in_epoch: int, loss_sum: float = 0.0, seen: int = 0) -> None:
         if not ctx.is_main:
             return
         card = _card(config, prep, fingerprint, run_name, epoch, {})
@@ -504,6 +504,8 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
                 "global_step": state["global_step"],
+                "loss_sum": loss_sum,  # the epoch's running loss, so a resumed epoch reports
+                "seen": seen,  # the same train_loss as an uninterrupted one
             },
         )
 
@@ -514,8 +516,9 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
         model.train()
         frozen = epoch < config.freeze_backbone_epochs
         epoch_started = time.perf_counter()
-        wait_s = loss_sum = 0.0
-        seen = 0
+        wait_s = 0.0
+        loss_sum, seen = state.pop("loss_sum", 0.0), state.pop("seen", 0)
+        seen_before = seen  # images of this epoch trained before a resume
         step_in_epoch = state["step_in_epoch"]
         bar = _progress(
             progress and ctx.is_main,
@@ -565,9 +568,9 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
                 elapsed = time.perf_counter() - epoch_started
                 bar.update(loss=loss_sum / seen, ips=seen * ctx.world_size / max(elapsed, 1e-9))
             if config.save_every_steps and state["global_step"] % config.save_every_steps == 0:
-                save_last(epoch, step_in_epoch)
+                save_last(epoch, step_in_epoch, loss_sum, seen)
             if config.stop_after_steps and state["global_step"] >= config.stop_after_steps:
-                save_last(epoch, step_in_epoch)
+                save_last(epoch, step_in_epoch, loss_sum, seen)
                 interrupted = True
                 break
             waited_from = time.perf_counter()
@@ -586,7 +589,7 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
             "balanced_accuracy": metrics["balanced_accuracy"],
             "roc_auc": metrics["roc_auc"],
             "lr": lr,
-            "images_per_s": seen * ctx.world_size / max(train_s, 1e-9),
+            "images_per_s": (seen - seen_before) * ctx.world_size / max(train_s, 1e-9),
             "data_wait_frac": wait_s / max(train_s, 1e-9),
             "elapsed_s": time.perf_counter() - started,
         }

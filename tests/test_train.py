@@ -1,0 +1,185 @@
+"""`cfimg train`: the run folder, safety of existing runs, resume, the recipe's pieces, DDP."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cfimg.augment import AugmentConfig, augment_image, sample_generator
+from cfimg.checkpoint import load_checkpoint, load_model
+from cfimg.preprocess import Preprocessing
+from cfimg.train import TrainConfig, class_weights, learning_rate, train
+
+TINY = dict(arch="mobilenet_v3_small", pretrained=False, img_size_px=32, batch_size=4, workers=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from tests.conftest import make_image_tree
+
+    root = tmp_path_factory.mktemp("photos")
+    make_image_tree(root, items=3, views=2, size_px=40)
+    return root
+
+
+def _quiet_train(config: TrainConfig, **kwargs):
+    return train(config, progress=False, log=lambda line: None, **kwargs)
+
+
+@pytest.mark.slow
+def test_run_folder_holds_config_split_checkpoints_metrics_and_curves(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    result = _quiet_train(TrainConfig(data=str(tiny_data), epochs=2, out=str(run), **TINY))
+    for name in ("config.json", "split.csv", "last.pt", "best.pt", "metrics.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["class_names"] == ["genuine", "counterfeit"]
+    assert config["resolved"]["preprocessing"]["img_size_px"] == 32
+    assert len(config["resolved"]["data_fingerprint"]) == 16
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {
+        "train_loss",
+        "val_loss",
+        "balanced_accuracy",
+        "roc_auc",
+        "lr",
+        "images_per_s",
+        "data_wait_frac",
+    } <= set(rows[0])
+    torch.load(run / "best.pt", weights_only=True)  # a stranger's file must not run code
+    model, card = load_model(run)
+    assert card.model_id == f"run@{result.best_epoch}"
+    assert card.preprocessing.img_size_px == 32 and card.temperature == pytest.approx(
+        result.temperature
+    )
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_same_weights_and_metrics_as_an_uninterrupted_one(
+    tiny_data, tmp_path
+):
+    config = TrainConfig(data=str(tiny_data), epochs=2, **TINY)
+    whole = _quiet_train(TrainConfig(**{**config.__dict__, "out": str(tmp_path / "whole")}))
+    killed_config = TrainConfig(
+        **{**config.__dict__, "out": str(tmp_path / "resumed"), "stop_after_steps": 3}
+    )
+    killed = _quiet_train(killed_config)
+    assert killed.interrupted and not (tmp_path / "resumed" / "best.pt").exists()
+    resumed = _quiet_train(
+        TrainConfig(**{**config.__dict__, "out": str(tmp_path / "resumed")}),
+        resume_dir=str(tmp_path / "resumed"),
+    )
+    assert resumed.best_epoch == whole.best_epoch
+    final_whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    final_resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    for name, tensor in final_whole.items():
+        assert torch.equal(tensor, final_resumed[name]), name
+    columns = ("epoch", "train_loss", "val_loss", "accuracy", "balanced_accuracy", "roc_auc", "lr")
+
+    def rows(run):
+        return [
+            {k: r[k] for k in columns} for r in csv.DictReader(open(tmp_path / run / "metrics.csv"))
+        ]
+
+    assert rows("whole") == rows("resumed")
+
+
+def test_existing_run_is_not_overwritten_without_the_flag(tiny_data, tmp_path, run_cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"precious")
+    code, _, err = run_cli(
+        ["train", tiny_data, "--out", run, "--arch", "mobilenet_v3_small", "--no-pretrained"]
+    )
+    assert code == 2
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (run / "best.pt").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--arch", "alexnet9000"], "unknown architecture"),
+        (["--balance", "sometimes"], "--balance"),
+    ],
+)
+def test_bad_flags_are_usage_errors(tiny_data, tmp_path, run_cli, flags, message):
+    code, _, err = run_cli(["train", tiny_data, "--out", tmp_path / "r", *flags])
+    assert code == 2 and message in err
+
+
+def test_empty_dataset_is_a_one_line_dataset_error(tmp_path, run_cli):
+    (tmp_path / "empty" / "genuine").mkdir(parents=True)
+    code, _, err = run_cli(
+        ["train", tmp_path / "empty", "--out", tmp_path / "r", "--no-pretrained"]
+    )
+    assert code == 4 and len(err.strip().splitlines()) == 1
+
+
+def test_resume_of_a_folder_that_is_not_a_run_is_refused(tmp_path, run_cli):
+    code, _, err = run_cli(["train", "--resume", tmp_path])
+    assert code == 2 and "config.json" in err
+
+
+def test_class_weights_only_when_classes_are_uneven():
+    assert class_weights([0, 1, 0, 1], "auto") is None
+    weights = class_weights([0] * 30 + [1] * 10, "auto")
+    assert weights[1] == pytest.approx(3 * weights[0])
+    assert class_weights([0] * 30 + [1] * 10, "off") is None
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent():
+    assert learning_rate(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert learning_rate(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.01)
+    assert learning_rate(55, 100, 10, 1.0) < learning_rate(20, 100, 10, 1.0)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 120, 3), dtype=np.uint8))
+    prep, aug = Preprocessing(img_size_px=32, resize_px=32), AugmentConfig()
+    first = augment_image(photo, prep, aug, sample_generator(0, 1, 5))
+    again = augment_image(photo, prep, aug, sample_generator(0, 1, 5))
+    other = augment_image(photo, prep, aug, sample_generator(0, 2, 5))
+    assert first.shape == (32, 32, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_no_horizontal_flip_by_default():
+    """A photo whose left half is black and right half white keeps that layout in every view."""
+    pixels = np.zeros((64, 64, 3), dtype=np.uint8)
+    pixels[:, 32:] = 255
+    photo = Image.fromarray(pixels)
+    prep = Preprocessing(img_size_px=32, resize_px=32)
+    aug = AugmentConfig(
+        crop_scale=(0.9, 1.0), rotate_deg=0, perspective_p=0, noise_p=0, jpeg_p=0, blur_p=0
+    )
+    for index in range(40):
+        view = augment_image(photo, prep, aug, sample_generator(0, 0, index)).astype(int)
+        assert view[:, :8].mean() < view[:, -8:].mean()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_gloo_trains_and_only_rank_zero_writes(tiny_data, tmp_path):
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "cfimg", "train", str(tiny_data), "--out", str(run), "--arch", "mobilenet_v3_small",
+        "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "4",
+        "--workers", "0", "--threads", "1", "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("epoch   2") == 1  # only rank 0 prints
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["world_size"] == 2
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 2 and all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    load_model(run)
