@@ -23,11 +23,13 @@ _FILTER = Image.Resampling.BILINEAR
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_scale: tuple[float, float] = (0.55, 1.0)  # area fraction of the random crop
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # Mild geometry: proportions (pitch vs item size, letter widths, hardware aspect) are cues,
+    # so crops keep the aspect ratio nearly square and most of the frame.
+    crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random crop
+    crop_ratio: tuple[float, float] = (0.95, 1.05)
     rotate_deg: float = 8.0
-    perspective: float = 0.08  # corner displacement as a fraction of the side
-    perspective_p: float = 0.3
+    perspective: float = 0.05  # corner displacement as a fraction of the side
+    perspective_p: float = 0.2
     blur_p: float = 0.1
     blur_radius_px: float = 1.0
     noise_p: float = 0.2
