@@ -60,17 +60,19 @@ def run_demo(
     out_dir: str | Path,
     *,
     quick: bool = False,
+    settings: DemoSettings | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> DemoSummary:
-    """Run every step into `out_dir`; each step's output feeds the next."""
+    """Run every step into `out_dir`; each step's output feeds the next. `settings` overrides the
+    FULL / QUICK presets (tests use a tiny one)."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(
             f"{out}: folder exists and is not empty; pass --overwrite or another --out"
         )
-    settings = QUICK if quick else FULL
+    settings = settings or (QUICK if quick else FULL)
     summary = DemoSummary(out_dir=out, settings=settings)
 
     def step(name: str, action: Callable[[], object]):
