@@ -1,7 +1,212 @@
-"""`cfimg predict`: not written yet (its issue is open)."""
+"""`cfimg predict` (classify photos into a CSV or JSONL file) and `cfimg merge` (join shards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+
+PREDICT_EPILOG = (
+    "INPUT forms: a file (a missing one becomes an error row); a folder (recursive, image "
+    "extensions only, any case); a quoted glob pattern ('shots/**/*.jpg'); @list.txt (one path a "
+    "line, taken as given); - (paths on stdin). Paths are enumerated lazily, sorted by name "
+    "within each folder.\n\n"
+    "Each row: path, verdict (genuine | counterfeit | uncertain | error), p_counterfeit, "
+    "threshold, model_id, width, height (original image, EXIF rotation applied), error (why, for "
+    "error rows). Rows are appended and flushed every batch, in input order; a killed run keeps "
+    "every complete row, and --resume cuts off a partial last line and classifies only the "
+    "paths not in OUT yet.\n\n"
+    "Sharding: run 'cfimg predict MODEL INPUT --shard K/N --out part-K.csv' for K = 1..N (N "
+    "machines or a job array; give every shard the same INPUT strings), then 'cfimg merge "
+    "all.csv part-*.csv'.\n\n"
+    "Exit status: 0 every input classified; 3 some inputs failed (their rows say why); 2 usage "
+    "error (bad flag, unsupported --out suffix, OUT exists without --resume/--overwrite, no "
+    "images found, requested --device unavailable); 5 model file missing or damaged; 1 "
+    "unexpected error; 130 interrupted (complete rows are kept: rerun with --resume)."
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the cfimg app."""
+    app.command(name="predict", no_args_is_help=True, epilog=PREDICT_EPILOG)(predict_command)
+    app.command(name="merge", no_args_is_help=True)(merge_command)
+
+
+def predict_command(
+    model: Path = typer.Argument(
+        ..., help="An exported .onnx (onnxruntime) or a .pt checkpoint / run folder (PyTorch)."
+    ),
+    inputs: list[str] = typer.Argument(
+        ..., metavar="INPUT...", help="Files, folders, glob patterns, @list.txt, or - for stdin."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Result file: .csv or .jsonl (by its suffix)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per inference batch."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Decode processes (default: half the CPU cores on CPU, all of them on a GPU; 0: "
+        "decode in the main process).",
+    ),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="auto | cpu | cuda[:N] | tensorrt[:N] (ONNX only). A requested GPU provider that "
+        "is missing is an error, never a silent fall-back to CPU.",
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="Inference threads (default: the cores the decode workers leave, at least 1). "
+        "Decoders plus threads above the core count slow both down.",
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="p_counterfeit at or above this is 'counterfeit' (default: the model's own, with "
+        "its uncertain band if it has one; an explicit threshold turns the band off).",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Append to an existing OUT, skipping the paths it already holds."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: classify only share K (1..N) of the inputs, by path hash."
+    ),
+    max_pixels: int | None = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse images declaring more pixels than this (decompression bombs); default "
+        "89478485; 0 turns the guard off.",
+    ),
+    sort: bool = typer.Option(
+        False,
+        "--sort",
+        help="At the end, rewrite OUT with the most suspicious rows first (errors last).",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress line."),
+    review: Path | None = typer.Option(
+        None,
+        "--review",
+        help="Afterwards, write an HTML page of the --top most suspicious photos with Grad-CAM "
+        "heatmaps into this folder (same as 'cfimg review OUT').",
+    ),
+    top: int = typer.Option(50, "--top", "-k", help="Photos on the --review page."),
+    review_model: Path | None = typer.Option(
+        None,
+        "--review-model",
+        help="Checkpoint (.pt or run folder) for the --review heatmaps; default MODEL when it "
+        "is one. With an .onnx MODEL and no checkpoint the page has no heatmaps.",
+    ),
+) -> None:
+    """Classify photos as genuine or counterfeit into a CSV or JSONL file, streaming.
+
+    Bad files (corrupt, truncated, empty, not an image, too large, unreadable, dangling links)
+    become error rows and the run goes on."""
+    import sys
+
+    from cfimg.errors import UsageError
+    from cfimg.imageio import DEFAULT_MAX_PIXELS
+    from cfimg.pipeline import predict_paths
+
+    if review is not None and top < 1:
+        raise UsageError(f"--top must be at least 1 (got {top})")
+    summary = predict_paths(
+        model,
+        inputs,
+        out,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        threads=threads,
+        threshold=threshold,
+        resume=resume,
+        overwrite=overwrite,
+        shard=shard,
+        max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        sort=sort,
+        progress=progress,
+        stdin=sys.stdin,
+    )
+    print_summary(summary)
+    if review is not None:
+        heatmap_model = review_model
+        if heatmap_model is None and model.suffix.lower() != ".onnx":
+            heatmap_model = model
+        write_review_page(out, review, heatmap_model, top, device)
+    raise typer.Exit(summary.exit_code)
+
+
+def write_review_page(
+    results: Path, review_dir: Path, heatmap_model: Path | None, top: int, device: str
+) -> None:
+    # Runs after predict has closed its onnxruntime session, so torch (Grad-CAM) and
+    # onnxruntime threads never compete for the same cores.
+    from cfimg.review import write_review
+
+    def warn(message: str) -> None:
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+    if heatmap_model is None:
+        warn("review page without heatmaps: Grad-CAM needs the checkpoint (--review-model)")
+    page = write_review(
+        results,
+        review_dir,
+        model_path=heatmap_model,
+        top_k=top,
+        device=device.replace("tensorrt", "cuda"),  # torch has no TensorRT device
+        on_warning=warn,
+    )
+    typer.echo(f"review page: {page}")
+
+
+def print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    verdicts = Table(title="cfimg predict", show_edge=False)
+    verdicts.add_column("verdict")
+    verdicts.add_column("images", justify="right")
+    for verdict, count in sorted(summary.verdict_counts.items(), key=lambda kv: -kv[1]):
+        verdicts.add_row(verdict, str(count))
+    verdicts.add_row("[bold]total[/bold]", f"[bold]{summary.total_rows}[/bold]")
+    console.print(verdicts)
+    if summary.error_counts:
+        errors = Table(title="errors by reason", show_edge=False)
+        errors.add_column("reason")
+        errors.add_column("images", justify="right")
+        for reason, count in sorted(summary.error_counts.items(), key=lambda kv: -kv[1]):
+            errors.add_row(escape(reason), str(count))
+        console.print(errors)
+    resumed = f" ({summary.skipped_done} already there)" if summary.skipped_done else ""
+    console.print(
+        f"{summary.rows_written} rows written to {summary.out_path}{resumed} at "
+        f"{summary.images_per_s:.1f} images/s on {summary.device}, model {summary.model_id}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def merge_command(
+    out: Path = typer.Argument(..., help="Merged result file: .csv or .jsonl."),
+    shards: list[Path] = typer.Argument(..., metavar="RESULT...", help="Result files to join."),
+    sort: bool = typer.Option(
+        False, "--sort", help="Most suspicious first (errors last) instead of file order."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Join `cfimg predict` result files (e.g. one per --shard) into OUT, atomically.
+
+    Each path appears once: a classified row wins over an error row for the same path, otherwise
+    the first one seen. Partial last lines (killed runs) are ignored. Inputs may mix CSV and
+    JSONL; OUT's suffix picks its format."""
+    from cfimg.results import merge_results
+
+    written, dropped = merge_results(out, shards, sort=sort, overwrite=overwrite)
+    duplicates = f" ({dropped} duplicate rows dropped)" if dropped else ""
+    typer.echo(f"merged {written} rows from {len(shards)} files into {out}{duplicates}")

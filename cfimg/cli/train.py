@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from cfimg.models import ARCHITECTURES, DEFAULT_ARCH
+# Spelt out here rather than imported from cfimg.models so that building the CLI (and so every
+# command, predict included) never imports torch; tests check the two lists agree.
+ARCH_NAMES = (
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+)
+DEFAULT_ARCH = ARCH_NAMES[0]
 
 HELP = f"""Fine-tune a CNN on labelled photos (folder tree, split folders or CSV manifest).
 
-Architectures: {", ".join(ARCHITECTURES)} (default {DEFAULT_ARCH}, ImageNet weights from an
+Architectures: {", ".join(ARCH_NAMES)} (default {DEFAULT_ARCH}, ImageNet weights from an
 installed package). Several GPUs: torchrun --nproc_per_node N -m cfimg train DATA ...
 """
 
@@ -23,7 +34,7 @@ def train_command(
     arch: str = typer.Option(DEFAULT_ARCH, "--arch", help="Architecture."),
     img_size: int | None = typer.Option(None, "--img-size", help="Input side in px [224]."),
     detail: bool = typer.Option(False, "--detail", help="Train at 320 px so fine print survives."),
-    epochs: int = typer.Option(12, "--epochs"),
+    epochs: int = typer.Option(15, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr", help="Peak AdamW learning rate."),
     weight_decay: float = typer.Option(0.05, "--weight-decay"),
@@ -33,7 +44,7 @@ def train_command(
     ema_decay: float = typer.Option(0.99, "--ema-decay", help="Per-step EMA decay; 0 = off."),
     freeze_backbone_epochs: int = typer.Option(0, "--freeze-backbone-epochs"),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
-    patience: int = typer.Option(4, "--patience", help="Early stop after N flat epochs; 0 = off."),
+    patience: int = typer.Option(6, "--patience", help="Early stop after N flat epochs; 0 = off."),
     select_metric: str = typer.Option("roc_auc", "--select-metric", help="Picks best.pt."),
     hflip: bool = typer.Option(
         False,
@@ -44,7 +55,10 @@ def train_command(
     workers: int | None = typer.Option(None, "--workers", help="Data-loading processes."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads."),
     seed: int = typer.Option(0, "--seed"),
-    out: str | None = typer.Option(None, "--out", help="Run folder [models/ARCH-PXpx-DATE]."),
+    out: str | None = typer.Option(None, "--out", help="Run folder [models/NAME]."),
+    name: str | None = typer.Option(
+        None, "--name", help="Run name under models/ [ARCH-PXpx-DATE-TIME]."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     resume: str | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
@@ -98,6 +112,7 @@ def train_command(
             threads=threads,
             seed=seed,
             out=out,
+            name=name,
             overwrite=overwrite,
             pretrained=pretrained and weights is None,
             weights_path=weights,
