@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -46,7 +48,7 @@ from cfimg.data import (
     write_split_csv,
 )
 from cfimg.distributed import DistributedContext, gather_arrays, init_distributed
-from cfimg.errors import DatasetError, UsageError
+from cfimg.errors import DatasetError, ImageLoadError, UsageError
 from cfimg.fileio import atomic_write_text
 from cfimg.imageio import DEFAULT_MAX_PIXELS, load_rgb
 from cfimg.metrics import classification_metrics
@@ -77,7 +79,7 @@ class TrainConfig:
     arch: str = DEFAULT_ARCH
     img_size_px: int | None = None  # None: the architecture's own (224), or 320 with `detail`
     detail: bool = False  # higher resolution (320 px) so fine print and stitching survive
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -87,14 +89,17 @@ class TrainConfig:
     ema_decay: float = 0.99  # per step; 0 disables the EMA of weights
     freeze_backbone_epochs: int = 0  # train only the classifier head for the first N epochs
     grad_clip_norm: float = 1.0  # 0 disables
-    early_stop_patience: int = 4  # epochs without improvement before stopping; 0 disables
+    # Epochs without improvement before stopping (0: never). Generous, because under the cosine
+    # schedule validation often stalls mid-run and improves again as the rate decays.
+    early_stop_patience: int = 6
     select_metric: str = "roc_auc"  # validation metric that picks best.pt
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
     workers: int | None = None  # data-loading processes; None: min(4, cpu count)
     threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
     seed: int = 0
-    out: str | None = None  # run folder; None: models/<arch>-<px>px-<date-time>
+    out: str | None = None  # run folder; None: models/<name>
+    name: str | None = None  # run name when `out` is not given; None: <arch>-<px>px-<date-time>
     overwrite: bool = False
     pretrained: bool = True
     weights_path: str | None = None
@@ -163,6 +168,10 @@ def validate_config(config: TrainConfig) -> None:
         ),
         (config.resolved_img_size_px() >= 32, "--img-size must be at least 32 px"),
         (not (config.pretrained and config.weights_path), "--weights replaces --pretrained"),
+        (
+            not config.name or ("/" not in config.name and config.name not in (".", "..")),
+            f"--name must be a plain folder name, got {config.name!r} (use --out for a path)",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -239,7 +248,7 @@ class PhotoDataset(Dataset):
 
     def __getitem__(self, key):
         epoch, index = key if self.train else (0, key)
-        image = load_rgb(self.paths[index], max_pixels=self.max_pixels, min_side_px=self.decode_px)
+        image, index = self._load(index)
         if self.train:
             pixels = augment_image(
                 image, self.prep, self.aug, sample_generator(self.seed, epoch, index)
@@ -247,6 +256,23 @@ class PhotoDataset(Dataset):
         else:
             pixels = preprocess_image(image, self.prep)
         return torch.from_numpy(np.array(pixels)), self.labels[index]
+
+    def _load(self, index: int):
+        """Every file was decoded before training; one that broke since must not end the run:
+        training takes the next photo instead, validation a grey frame (and says so)."""
+        for offset in range(len(self.paths) if self.train else 1):
+            candidate = (index + offset) % len(self.paths)
+            try:
+                image = load_rgb(
+                    self.paths[candidate], max_pixels=self.max_pixels, min_side_px=self.decode_px
+                )
+                return image, candidate
+            except ImageLoadError as exc:
+                print(f"warning: {exc} (unreadable since the run started)", file=sys.stderr)
+        if self.train:
+            raise DatasetError("no training photo is readable any more")
+        side = self.prep.resize_px
+        return Image.new("RGB", (side, side), (128, 128, 128)), index
 
 
 class EpochSampler(Sampler):
@@ -360,6 +386,8 @@ def make_ema(model: nn.Module, decay: float):
 def _new_run_dir(config: TrainConfig) -> Path:
     if config.out:
         return Path(config.out)
+    if config.name:
+        return Path("models") / config.name
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("models") / f"{config.arch}-{config.resolved_img_size_px()}px-{stamp}"
 
@@ -478,7 +506,8 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
         "since_best": 0,
         "history": [],
     }
-    if resume_dir:
+    # A run killed before its first checkpoint starts again from step 0, on its own split.
+    if resume_dir and (run_dir / "last.pt").exists():
         state = _restore(run_dir / "last.pt", model, ema, optimizer, scaler, ctx)
 
     def save_last(epoch: int, step_in_epoch: int, loss_sum: float = 0.0, seen: int = 0) -> None:
@@ -523,7 +552,7 @@ def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) 
         bar = _progress(
             progress and ctx.is_main,
             f"epoch {epoch + 1}/{config.epochs}",
-            len(sampler) // config.batch_size + 1,
+            math.ceil(len(sampler) / config.batch_size),
         )
         waited_from = time.perf_counter()
         for images, labels in train_loader:

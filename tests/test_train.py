@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -183,3 +184,92 @@ def test_two_process_ddp_on_gloo_trains_and_only_rank_zero_writes(tiny_data, tmp
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == 2 and all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     load_model(run)
+
+
+@pytest.mark.slow
+def test_unreadable_photos_are_skipped_and_listed_not_fatal(tmp_path):
+    from tests.conftest import make_image_tree
+
+    root = tmp_path / "photos"
+    make_image_tree(root, items=3, views=2, size_px=40)
+    broken = root / "counterfeit" / "bag" / "brand-a" / "broken_1.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = _quiet_train(TrainConfig(data=str(root), epochs=1, out=str(tmp_path / "run"), **TINY))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "skipped.csv")))
+    assert [row["path"] for row in rows] == [str(broken)] and rows[0]["reason"]
+    assert str(broken) in result.skipped
+    assert "broken_1" not in (tmp_path / "run" / "split.csv").read_text()
+
+
+@pytest.mark.slow
+def test_validation_logits_equal_what_the_inference_engine_computes(tiny_data, tmp_path):
+    """Training validates with the exact eval preprocessing, so its numbers are eval's numbers."""
+    from cfimg.data import load_samples
+    from cfimg.engines import load_engine
+    from cfimg.imageio import load_rgb
+    from cfimg.preprocess import preprocess_image
+
+    run = tmp_path / "run"
+    _quiet_train(TrainConfig(data=str(tiny_data), epochs=1, out=str(run), **TINY))
+    payload = load_checkpoint(run / "best.pt")
+    engine = load_engine(run, device="cpu")
+    prep = engine.card.preprocessing
+    val = [s for s in load_samples(run / "split.csv") if s.split == "val"]
+    batch = np.stack(
+        [preprocess_image(load_rgb(s.path, min_side_px=prep.resize_px), prep) for s in val]
+    )
+    _, logits = engine.predict(batch)
+    assert np.allclose(logits, payload["val_logits"].numpy(), atol=1e-4)
+    assert payload["val_labels"].tolist() == [s.label for s in val]
+
+
+def test_run_name_without_out_goes_under_models(tiny_data, tmp_path, monkeypatch):
+    from cfimg.distributed import DistributedContext
+    from cfimg.train import prepare_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data=str(tiny_data), name="first", **TINY)
+    named = prepare_run_dir(config, None, DistributedContext())
+    assert named.resolve() == tmp_path / "models" / "first" and named.is_dir()
+    generated = prepare_run_dir(
+        TrainConfig(data=str(tiny_data), **TINY), None, DistributedContext()
+    )
+    assert generated.parent.resolve() == tmp_path / "models"
+    assert generated.name.startswith("mobilenet_v3_small-32px-")
+
+
+@pytest.mark.slow
+def test_photos_that_break_during_training_do_not_end_the_run(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    import cfimg.train
+    from cfimg.errors import ImageLoadError
+
+    real_load_rgb = cfimg.train.load_rgb
+    calls = []
+
+    def flaky_load_rgb(path, **kwargs):  # every file was readable when checked; now some fail
+        calls.append(path)
+        if len(calls) % 3 == 0:
+            raise ImageLoadError(path, "truncated image data")
+        return real_load_rgb(path, **kwargs)
+
+    monkeypatch.setattr(cfimg.train, "load_rgb", flaky_load_rgb)
+    result = _quiet_train(
+        TrainConfig(data=str(tiny_data), epochs=1, out=str(tmp_path / "r"), **TINY)
+    )
+    assert result.epochs_run == 1 and (tmp_path / "r" / "best.pt").is_file()
+    assert "truncated image data (unreadable since the run started)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tiny_data, tmp_path):
+    config = TrainConfig(data=str(tiny_data), epochs=1, **TINY)
+    whole = _quiet_train(replace(config, out=str(tmp_path / "whole")))
+    _quiet_train(replace(config, out=str(tmp_path / "killed"), stop_after_steps=1))
+    (tmp_path / "killed" / "last.pt").unlink()  # as if killed before the first save
+    resumed = _quiet_train(
+        replace(config, out=str(tmp_path / "killed")), resume_dir=str(tmp_path / "killed")
+    )
+    assert resumed.best_metrics["roc_auc"] == whole.best_metrics["roc_auc"]
+    assert resumed.best_metrics["train_loss"] == whole.best_metrics["train_loss"]
