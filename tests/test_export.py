@@ -35,16 +35,21 @@ ARCH = "efficientnet_lite0"  # the default arch: its TF-'same' padding is rewrit
 SIZE_PX = 64
 
 
-def _network():
-    """ImageNet features (packaged weights, no download) and a head rescaled so that
-    probabilities spread over (0, 1) instead of sitting at 0.5."""
+def _network(photos: list[Path], prep) -> torch.nn.Module:
+    """ImageNet features (packaged weights, no download) and a head rescaled on the test photos
+    themselves so that their probabilities spread over (0, 1) instead of sitting at 0.5."""
     torch.manual_seed(0)
     network = create_model(ARCH, pretrained=True).eval()
-    probe = torch.randn(16, 3, SIZE_PX, SIZE_PX)
+    crops = np.stack(
+        [preprocess_image(load_rgb(p, min_side_px=prep.resize_px), prep) for p in photos]
+    )
+    probe = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     with torch.no_grad():
         features = network.forward_head(network.forward_features(probe), pre_logits=True)
         logits = network.classifier(features)
-        network.classifier.weight *= 4.0 / float((logits[:, 1] - logits[:, 0]).std())
+        margin = logits[:, 1] - logits[:, 0]
+        network.classifier.weight *= 4.0 / float(margin.std())
+        network.classifier.bias[1] -= float(margin.median()) * 4.0 / float(margin.std())
     return network
 
 
@@ -69,7 +74,8 @@ def run_dir(tmp_path_factory) -> Path:
         data_fingerprint="abc123",
         model_id="run@3",
     )
-    save_checkpoint(run / "best.pt", card=card, model_state=_network().state_dict(), epoch=3)
+    network = _network([s.path for s in samples], prep)
+    save_checkpoint(run / "best.pt", card=card, model_state=network.state_dict(), epoch=3)
     return run
 
 
