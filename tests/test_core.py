@@ -198,3 +198,24 @@ def test_missing_gpu_is_reported_not_silently_replaced():
 def test_missing_model_file_is_a_model_file_error(tmp_path):
     with pytest.raises(ModelFileError, match="file not found"):
         load_engine(tmp_path / "nope.onnx")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "data", "--no-such-flag"], "cfimg train: No such option: --no-such-flag"),
+        (["train", "data", "--epochs", "many"], "'--epochs'"),
+        (["predict", "m.onnx", "photos"], "Missing option '--out'"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_parser_errors_are_one_line_with_exit_2(run_cli, argv, message):
+    code, stdout, stderr = run_cli(argv)
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("error: ") and message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_command_without_arguments_prints_its_help(run_cli):
+    code, stdout, _ = run_cli(["predict"])
+    assert code in (0, 2) and "--out" in stdout

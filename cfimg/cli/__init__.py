@@ -12,6 +12,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
 
+# Typer re-exports click's exceptions only from its vendored copy.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
+
 from cfimg import __version__  # noqa: E402
 from cfimg.cli import data, demo, evaluate, explain, export, predict, synth, train  # noqa: E402
 from cfimg.errors import EXIT_ERROR, CfimgError  # noqa: E402
@@ -57,14 +60,23 @@ def error_line(message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cfimg` script and `python -m cfimg`.
 
-    Typer reports bad flags itself (exit status 2); cfimg's typed errors become one line here.
+    Every error, a bad flag included, is one line on stderr and a distinct exit status: 2 for
+    usage errors, cfimg's own codes for its typed errors, 130 when interrupted.
     """
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, prog_name="cfimg")
+        code = command.main(args=argv, prog_name="cfimg", standalone_mode=False)
+    except NoArgsIsHelpError:
+        app(args=argv, prog_name="cfimg")  # typer prints the command's help and exits
+    except UsageError as exc:
+        # Typer would draw a multi-line box; one line naming the command is easier to grep.
+        where = exc.ctx.command_path if exc.ctx is not None else "cfimg"
+        error_line(f"{where}: {exc.format_message()} (see '{where} --help')")
+        sys.exit(exc.exit_code)
     except CfimgError as exc:
         error_line(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         error_line("interrupted")
         sys.exit(130)
     except Exception as exc:  # the last line of defence: a one-line report, never a traceback
@@ -72,3 +84,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(f"unexpected {type(exc).__name__}: {exc} (set CFIMG_DEBUG=1 for a traceback)")
         sys.exit(EXIT_ERROR)
+    if code == 130:
+        error_line("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)
