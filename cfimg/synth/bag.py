@@ -22,6 +22,7 @@ from cfimg.synth.paint import (
     Tolerance,
     brand_lettering,
     fill_metal,
+    fill_metal_disc,
     finish_item,
     jitter_rgb,
     mask_box,
@@ -334,23 +335,7 @@ def _tab(c, x, y_top, trim_h, leather, edge, stitch, rng, metal) -> None:
     stitch_line(c, loop, stitch, rng)
     r = 0.010
     ry = y0 + 0.013
-    fill_metal(
-        c,
-        (x - r, ry - r, x + r, ry + r),
-        lambda d, o: d.ellipse(
-            (
-                o[0] + (x - r) * c.k,
-                o[1] + (ry - r) * c.k,
-                o[0] + (x + r) * c.k,
-                o[1] + (ry + r) * c.k,
-            ),
-            fill=255,
-        ),
-        metal,
-        35.0,
-        0.2,
-        outline=scale_rgb(METAL_BASE[metal], 0.5),
-    )
+    fill_metal_disc(c, (x, ry), r, metal, 35.0, 0.2, outline=scale_rgb(METAL_BASE[metal], 0.5))
 
 
 def _patch(c, brand, colours, cx, cy, patch_h, leather, edge, stitch, rng, defects):

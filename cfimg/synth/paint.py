@@ -381,6 +381,34 @@ def fill_metal(
         canvas.image.paste(Image.new("RGBA", size, (*outline, 255)), (x0, y0), edge)
 
 
+def fill_metal_disc(
+    canvas: ItemCanvas,
+    centre: tuple[float, float],
+    radius: float,
+    metal: str,
+    angle_deg: float,
+    phase: float,
+    outline: RGB | None = None,
+) -> None:
+    """fill_metal on a disc (unit coordinates): rivets, watch cases."""
+    cx, cy = centre
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    k = canvas.k
+
+    def disc(draw: ImageDraw.ImageDraw, offset_px) -> None:
+        draw.ellipse(
+            (
+                offset_px[0] + box[0] * k,
+                offset_px[1] + box[1] * k,
+                offset_px[0] + box[2] * k,
+                offset_px[1] + box[3] * k,
+            ),
+            fill=255,
+        )
+
+    fill_metal(canvas, box, disc, metal, angle_deg, phase, outline=outline)
+
+
 def rounded_polygon(corners: list[tuple[float, float]], radii: list[float], steps: int = 6):
     """A closed polygon with each corner rounded by its radius (unit coordinates)."""
     pts = np.asarray(corners, dtype=np.float64)

@@ -21,6 +21,7 @@ from cfimg.synth.paint import (
     Tolerance,
     brand_lettering,
     fill_metal,
+    fill_metal_disc,
     finish_item,
     jitter_rgb,
     mask_box,
@@ -84,18 +85,10 @@ def render_watch(
 
     _lugs(c, brand, rc, metal)
     _crown(c, brand, rc, metal, metal_dark, tol, defects)
-    fill_metal(
+    fill_metal_disc(
         c,
-        (CX - rc, CY - rc, CX + rc, CY + rc),
-        lambda d, o: d.ellipse(
-            (
-                o[0] + (CX - rc) * c.k,
-                o[1] + (CY - rc) * c.k,
-                o[0] + (CX + rc) * c.k,
-                o[1] + (CY + rc) * c.k,
-            ),
-            fill=255,
-        ),
+        (CX, CY),
+        rc,
         metal,
         float(rng.uniform(20, 70)),
         float(rng.uniform(-0.4, 0.4)),
