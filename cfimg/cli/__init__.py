@@ -12,8 +12,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
 
-# Typer re-exports click's exceptions only from its vendored copy.
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # noqa: E402
+try:  # recent typer vendors click; older releases depend on the click package
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from cfimg import __version__  # noqa: E402
 from cfimg.cli import data, demo, evaluate, explain, export, predict, synth, train  # noqa: E402
