@@ -11,6 +11,7 @@ EXIT_SOME_INPUTS_FAILED = 3  # a batch job finished, but some inputs could not b
 EXIT_BAD_DATASET = 4
 EXIT_BAD_MODEL = 5
 EXIT_BAD_IMAGE = 6
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class CfimgError(Exception):
@@ -51,3 +52,9 @@ class ModelFileError(CfimgError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class TrainingInterrupted(CfimgError):
+    """Ctrl-C during training, with the run's last checkpoint on disk to resume from."""
+
+    exit_code = EXIT_INTERRUPTED

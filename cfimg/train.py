@@ -48,7 +48,7 @@ from cfimg.data import (
     write_split_csv,
 )
 from cfimg.distributed import DistributedContext, gather_arrays, init_distributed
-from cfimg.errors import DatasetError, ImageLoadError, UsageError
+from cfimg.errors import DatasetError, ImageLoadError, TrainingInterrupted, UsageError
 from cfimg.fileio import atomic_write_text
 from cfimg.imageio import DEFAULT_MAX_PIXELS, load_rgb
 from cfimg.metrics import classification_metrics
@@ -454,16 +454,27 @@ def train(
     validate_config(config)
     started = time.perf_counter()
     ctx = init_distributed(config.device)
+    run_dir = None
     try:
-        return _train(config, resume_dir, ctx, progress, log, started)
+        run_dir = prepare_run_dir(config, resume_dir, ctx)
+        return _train(config, run_dir, resume_dir, ctx, progress, log, started)
+    except KeyboardInterrupt:
+        # last.pt is written atomically: a Ctrl-C in the middle of a save keeps the previous one.
+        if run_dir is not None and (run_dir / "last.pt").exists():
+            raise TrainingInterrupted(
+                f"interrupted; {run_dir / 'last.pt'} holds the progress: "
+                f"cfimg train --resume {run_dir}"
+            ) from None
+        raise
     finally:
         ctx.close()
 
 
-def _train(config, resume_dir, ctx: DistributedContext, progress, log, started) -> TrainResult:
+def _train(
+    config, run_dir: Path, resume_dir, ctx: DistributedContext, progress, log, started
+) -> TrainResult:
     if config.threads and ctx.device == "cpu":
         torch.set_num_threads(config.threads)
-    run_dir = prepare_run_dir(config, resume_dir, ctx)
     run_name = run_dir.name
     samples, skipped = resolve_samples(config, run_dir, resuming=bool(resume_dir))
     prep = config.preprocessing()

@@ -273,3 +273,29 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tiny_
     )
     assert resumed.best_metrics["roc_auc"] == whole.best_metrics["roc_auc"]
     assert resumed.best_metrics["train_loss"] == whole.best_metrics["train_loss"]
+
+
+def test_ctrl_c_says_how_to_resume_and_the_run_resumes(tiny_data, tmp_path, monkeypatch):
+    import cfimg.train as cfimg_train
+    from cfimg.errors import EXIT_INTERRUPTED, TrainingInterrupted
+
+    calls = {"n": 0}
+    real_learning_rate = cfimg_train.learning_rate
+
+    def interrupt_at_step_3(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_learning_rate(*args)
+
+    run = tmp_path / "run"
+    config = TrainConfig(data=str(tiny_data), epochs=1, out=str(run), save_every_steps=1, **TINY)
+    monkeypatch.setattr(cfimg_train, "learning_rate", interrupt_at_step_3)
+    with pytest.raises(TrainingInterrupted) as caught:
+        _quiet_train(config)
+    assert caught.value.exit_code == EXIT_INTERRUPTED
+    assert f"cfimg train --resume {run}" in str(caught.value)
+    assert load_checkpoint(run / "last.pt")["progress"]["global_step"] == 2
+    monkeypatch.setattr(cfimg_train, "learning_rate", real_learning_rate)
+    resumed = _quiet_train(config, resume_dir=str(run))
+    assert resumed.epochs_run == 1 and (run / "best.pt").is_file()
