@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -42,6 +44,24 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return path
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """torch.load's error in a few words a user can act on (its own messages are long or bare
+    numbers)."""
+    message = str(exc).strip()
+    code_refused = "Unsupported global" in message or "Unsupported operand" in message
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch's zip format, or a legacy pickle
+        if code_refused:
+            return "it holds pickled objects other than tensors; refused, as they could run code"
+        if "central directory" in message or "zip archive" in message:
+            return "truncated or damaged zip archive"
+        return message.splitlines()[0][:160] if message else type(exc).__name__
+    if head == b"PK":
+        return "truncated or damaged zip archive"
+    return "not a PyTorch file: damaged, or another kind of file"
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = resolve_checkpoint_path(path)
     if not path.exists():
@@ -49,10 +69,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise ModelFileError(path, "empty file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols a user can't fix
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code in it, random bytes...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(path, f"not a loadable cfimg checkpoint ({reason})") from None
+        raise ModelFileError(
+            path, f"not a loadable cfimg checkpoint ({_load_failure(path, exc)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(path, "not a cfimg checkpoint (no cfimg format marker)")
     return payload

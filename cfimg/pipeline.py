@@ -723,6 +723,7 @@ class _ProgressLine:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # no bar debris in logs and pipes
         )
         self._task = self._progress.add_task("predict", total=None, failed=0, rate="")
         self._started = time.perf_counter()

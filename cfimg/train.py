@@ -840,6 +840,7 @@ class _Bar:
     """A rich progress bar for one epoch, showing loss and images/s."""
 
     def __init__(self, description: str, total: int):
+        from rich import get_console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -855,6 +856,7 @@ class _Bar:
             TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.1f} img/s"),
             TimeRemainingColumn(),
             transient=True,
+            disable=not get_console().is_terminal,  # no bar debris in logs and pipes
         )
         self.task = self.progress.add_task(description, total=total, loss=float("nan"), ips=0.0)
         self.progress.start()

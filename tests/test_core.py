@@ -79,7 +79,11 @@ def test_checkpoint_round_trip_restores_identical_outputs(tmp_path):
 
 @pytest.mark.parametrize(
     "content, reason",
-    [(b"", "empty file"), (b"not a zip at all", "not a loadable cfimg checkpoint")],
+    [
+        (b"", "empty file"),
+        (b"not a zip at all", "not a loadable cfimg checkpoint .not a PyTorch file"),
+        (b"PK\x03\x04" + b"x" * 100, "truncated or damaged zip archive"),
+    ],
 )
 def test_damaged_checkpoint_gives_model_file_error(tmp_path, content, reason):
     path = tmp_path / "bad.pt"
@@ -96,7 +100,7 @@ def test_truncated_checkpoint_gives_model_file_error(tmp_path):
         model_state=create_model("mobilenet_v3_small", pretrained=False).state_dict(),
     )
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="truncated or damaged zip archive"):
         load_checkpoint(path)
 
 
@@ -112,7 +116,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
         path,
         pickle_protocol=pickle.HIGHEST_PROTOCOL,
     )
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="refused, as they could run code"):
         load_checkpoint(path)
     assert "this code ran" not in capsys.readouterr().out
 

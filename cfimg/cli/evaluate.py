@@ -86,6 +86,7 @@ def eval_command(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # no bar debris in logs and pipes
     ) as bar:
         task = bar.add_task("scoring", total=None)
         result = evaluate(

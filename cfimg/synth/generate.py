@@ -294,6 +294,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
     if not enabled:
         yield lambda n: None
         return
+    from rich import get_console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -310,6 +311,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as bar:
+    # No bar debris in logs and pipes.
+    with Progress(*columns, disable=not get_console().is_terminal) as bar:
         task = bar.add_task("images", total=total)
         yield lambda n: bar.advance(task, n)
