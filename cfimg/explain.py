@@ -424,6 +424,11 @@ class Explainer:
             return "occlusion"
         return f"Grad-CAM on {self.card.arch}.{self.target[0]}"
 
+    @property
+    def file_tag(self) -> str:
+        """The method in output file names: photo.gradcam.png, photo.occlusion.png."""
+        return "occlusion" if self.engine is not None else "gradcam"
+
     def explain(self, photo: Image.Image) -> tuple[np.ndarray, float]:
         """(heatmap [S, S] in the model's view, p_counterfeit) for one RGB photo."""
         view = preprocess_image(photo, self.card.preprocessing)
@@ -455,7 +460,7 @@ def explain_images(
     save_heatmaps: bool = False,
     on_result: Callable[[ExplainResult], None] | None = None,
 ) -> list[ExplainResult]:
-    """Write OUT/<stem>.gradcam.png per image (the original beside the heatmap overlay, under a
+    """Write OUT/<stem>.gradcam.png (.occlusion.png for an .onnx model) per image (the original beside the heatmap overlay, under a
     banner with verdict and score) and OUT/explain.csv; bad images are recorded, not raised."""
     from cfimg.imageio import load_rgb
 
@@ -485,11 +490,11 @@ def explain_images(
             annotated = annotate(
                 panel, verdict=verdict, p_counterfeit=p_counterfeit, threshold=cut, detail=detail
             )
-            overlay_path = out_dir / f"{stem}.gradcam.png"
+            overlay_path = out_dir / f"{stem}.{explainer.file_tag}.png"
             atomic_write_bytes(overlay_path, encode_image(annotated))
             heatmap_path = ""
             if save_heatmaps:
-                heatmap_path = str(out_dir / f"{stem}.gradcam.npy")
+                heatmap_path = str(out_dir / f"{stem}.{explainer.file_tag}.npy")
                 with atomic_open(heatmap_path, "wb") as handle:
                     np.save(handle, heatmap.astype(np.float16))
             peak = heatmap_peak(heatmap, photo.width, photo.height, card.preprocessing)

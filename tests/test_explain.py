@@ -163,7 +163,7 @@ def test_explain_with_onnx_model_uses_occlusion_and_agrees_on_the_score(
         float(pt_row["p_counterfeit"]), abs=1e-4
     )
     assert (
-        Image.open(tmp_path / "onnx" / "a.gradcam.png").size
+        Image.open(tmp_path / "onnx" / "a.occlusion.png").size
         == Image.open(tmp_path / "pt" / "a.gradcam.png").size
     )
 

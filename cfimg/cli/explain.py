@@ -20,7 +20,8 @@ EXPLAIN_HELP = (
     "Grad-CAM heatmaps: where the model sees counterfeit evidence.\n\n"
     "Writes OUT/<name>.gradcam.png per image (the photo beside its heatmap overlay, under a banner "
     "with verdict and score; red = raises p_counterfeit most, ring = peak, dimmed = outside the "
-    "model's crop) and OUT/explain.csv (score, verdict, peak position in photo pixels).\n\n"
+    "model's crop) and OUT/explain.csv (score, verdict, peak position in photo pixels). An .onnx "
+    "MODEL has no gradients: it gets occlusion maps instead, OUT/<name>.occlusion.png.\n\n"
     "Unreadable images are reported one line each and skipped; the exit status is then 3."
 )
 REVIEW_HELP = (
@@ -47,7 +48,7 @@ def explain(
         True, "--with-original/--overlay-only", help="Put the original photo beside the overlay."
     ),
     save_heatmap: bool = typer.Option(
-        False, help="Also save each heatmap (model view, float16) as <name>.gradcam.npy."
+        False, help="Also save each heatmap (model view, float16) as <name>.gradcam.npy (.occlusion.npy)."
     ),
 ) -> None:
     """`cfimg explain` (help text: EXPLAIN_HELP)."""
