@@ -460,8 +460,9 @@ def explain_images(
     save_heatmaps: bool = False,
     on_result: Callable[[ExplainResult], None] | None = None,
 ) -> list[ExplainResult]:
-    """Write OUT/<stem>.gradcam.png (.occlusion.png for an .onnx model) per image (the original beside the heatmap overlay, under a
-    banner with verdict and score) and OUT/explain.csv; bad images are recorded, not raised."""
+    """Write OUT/<stem>.gradcam.png (.occlusion.png for an .onnx model) per image (the original
+    beside the heatmap overlay, under a banner with verdict and score) and OUT/explain.csv; bad
+    images are recorded, not raised."""
     from cfimg.imageio import load_rgb
 
     explainer = Explainer(model_path, device=device)

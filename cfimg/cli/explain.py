@@ -48,7 +48,8 @@ def explain(
         True, "--with-original/--overlay-only", help="Put the original photo beside the overlay."
     ),
     save_heatmap: bool = typer.Option(
-        False, help="Also save each heatmap (model view, float16) as <name>.gradcam.npy (.occlusion.npy)."
+        False,
+        help="Also save each heatmap (model view, float16) as <name>.gradcam.npy (.occlusion.npy).",
     ),
 ) -> None:
     """`cfimg explain` (help text: EXPLAIN_HELP)."""
