@@ -100,18 +100,36 @@ def review(
     thumb_px: int = typer.Option(640, help="Longest side of the images written for the page."),
 ) -> None:
     """`cfimg review` (help text: REVIEW_HELP)."""
+    if write_review_page(results, out, model=model, top=top, device=device, thumb_px=thumb_px):
+        raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
+
+
+def warn(message: str) -> None:
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
+def write_review_page(
+    results: Path, out: Path, *, model: Path | None, top: int, device: str, thumb_px: int = 640
+) -> int:
+    """cfimg.review.write_review, printing each photo's warning and the page's path; returns how
+    many photos warned (`cfimg review` and `cfimg predict --review` share it)."""
     from cfimg.review import write_review
 
     warnings = 0
 
-    def warn(message: str) -> None:
+    def count_and_warn(message: str) -> None:
         nonlocal warnings
         warnings += 1
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+        warn(message)
 
     page = write_review(
-        results, out, model_path=model, top_k=top, device=device, thumb_px=thumb_px, on_warning=warn
+        results,
+        out,
+        model_path=model,
+        top_k=top,
+        device=device,
+        thumb_px=thumb_px,
+        on_warning=count_and_warn,
     )
     typer.echo(f"review page: {page}")
-    if warnings:
-        raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
+    return warnings

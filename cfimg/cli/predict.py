@@ -132,34 +132,18 @@ def predict_command(
     )
     print_summary(summary)
     if review is not None:
+        # After predict has closed its onnxruntime session, so torch (Grad-CAM) and onnxruntime
+        # threads never compete for the same cores.
+        from cfimg.cli.explain import warn, write_review_page
+
         heatmap_model = review_model
         if heatmap_model is None and model.suffix.lower() != ".onnx":
             heatmap_model = model
-        write_review_page(out, review, heatmap_model, top, device)
+        if heatmap_model is None:
+            warn("review page without heatmaps: Grad-CAM needs the checkpoint (--review-model)")
+        torch_device = device.replace("tensorrt", "cuda")  # torch has no TensorRT device
+        write_review_page(out, review, model=heatmap_model, top=top, device=torch_device)
     raise typer.Exit(summary.exit_code)
-
-
-def write_review_page(
-    results: Path, review_dir: Path, heatmap_model: Path | None, top: int, device: str
-) -> None:
-    # Runs after predict has closed its onnxruntime session, so torch (Grad-CAM) and
-    # onnxruntime threads never compete for the same cores.
-    from cfimg.review import write_review
-
-    def warn(message: str) -> None:
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
-
-    if heatmap_model is None:
-        warn("review page without heatmaps: Grad-CAM needs the checkpoint (--review-model)")
-    page = write_review(
-        results,
-        review_dir,
-        model_path=heatmap_model,
-        top_k=top,
-        device=device.replace("tensorrt", "cuda"),  # torch has no TensorRT device
-        on_warning=warn,
-    )
-    typer.echo(f"review page: {page}")
 
 
 def print_summary(summary) -> None:
