@@ -532,3 +532,15 @@ def test_cli_architecture_list_matches_the_models_module():
     from cfimg.models import DEFAULT_ARCH as MODELS_DEFAULT_ARCH
 
     assert ARCH_NAMES == tuple(ARCHITECTURES) and DEFAULT_ARCH == MODELS_DEFAULT_ARCH
+
+
+def test_missing_review_model_is_refused_before_any_photo_is_classified(
+    run_cli, models, photos, tmp_path
+):
+    out = tmp_path / "out.csv"
+    code, _, stderr = run_cli(
+        ["predict", models["onnx"], photos, "-o", out, "--no-progress"]
+        + ["--review", tmp_path / "review", "--review-model", tmp_path / "missing.pt"]
+    )
+    assert code == 5 and "missing.pt: file not found" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out.exists()

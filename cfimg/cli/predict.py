@@ -107,12 +107,15 @@ def predict_command(
     become error rows and the run goes on."""
     import sys
 
-    from cfimg.errors import UsageError
+    from cfimg.errors import ModelFileError, UsageError
     from cfimg.imageio import DEFAULT_MAX_PIXELS
     from cfimg.pipeline import predict_paths
 
+    # --review's own mistakes surface now, not after the whole batch has been classified.
     if review is not None and top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})")
+    if review is not None and review_model is not None and not review_model.exists():
+        raise ModelFileError(review_model, "file not found (--review-model)")
     summary = predict_paths(
         model,
         inputs,
