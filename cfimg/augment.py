@@ -18,9 +18,6 @@ from PIL import Image, ImageFilter
 
 from cfimg.preprocess import Preprocessing
 
-_FILTER = Image.Resampling.BILINEAR
-
-
 @dataclass(frozen=True)
 class AugmentConfig:
     # Mild geometry: proportions (pitch vs item size, letter widths, hardware aspect) are cues,
@@ -97,15 +94,15 @@ def augment_image(
     """RGB photo -> uint8 [S, S, 3] training view."""
     size = prep.img_size_px
     box = random_resized_crop_box(image.width, image.height, aug, generator)
-    view = image.resize((size, size), _FILTER, box=box)
+    view = image.resize((size, size), prep.pil_filter, box=box)
     fill = tuple(int(c) for c in np.asarray(view).reshape(-1, 3).mean(axis=0))
     if aug.rotate_deg > 0:
         angle = _uniform(generator, -aug.rotate_deg, aug.rotate_deg)
-        view = view.rotate(angle, resample=_FILTER, fillcolor=fill)
+        view = view.rotate(angle, resample=prep.pil_filter, fillcolor=fill)
     if _chance(generator, aug.perspective_p):
         coeffs = _perspective_coeffs(size, aug.perspective, generator)
         view = view.transform(
-            (size, size), Image.Transform.PERSPECTIVE, coeffs, _FILTER, fillcolor=fill
+            (size, size), Image.Transform.PERSPECTIVE, coeffs, prep.pil_filter, fillcolor=fill
         )
     if aug.hflip and _chance(generator, 0.5):
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -12,12 +12,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from cfimg import __version__
-from cfimg.data import CLASS_NAMES
+from cfimg.labels import CLASS_NAMES
 from cfimg.preprocess import Preprocessing
 
 VERDICT_GENUINE = "genuine"
 VERDICT_COUNTERFEIT = "counterfeit"
 VERDICT_UNCERTAIN = "uncertain"
+
+
+def is_counterfeit(p_counterfeit, threshold: float):
+    """The verdict rule, for one probability or an array of them: at or above the threshold."""
+    return p_counterfeit >= threshold
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class ModelCard:
             if low <= p_counterfeit < high:
                 return VERDICT_UNCERTAIN
         cut = self.threshold if threshold is None else threshold
-        return VERDICT_COUNTERFEIT if p_counterfeit >= cut else VERDICT_GENUINE
+        return VERDICT_COUNTERFEIT if is_counterfeit(p_counterfeit, cut) else VERDICT_GENUINE
 
     def updated(self, **changes) -> ModelCard:
         return replace(self, **changes)

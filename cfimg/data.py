@@ -1,6 +1,6 @@
 """Dataset sources (folder tree, split folders, CSV manifest), grouped splits and dataset checks.
 
-Class names and their order are defined here once: index 1 is the positive class, counterfeit.
+Class names and their order live in cfimg.labels.
 
 Sources `load_samples` reads:
 - a folder tree ROOT/<label>/**, where the folders below the label folder are metadata:
@@ -35,19 +35,7 @@ from pathlib import Path
 from cfimg.errors import DatasetError, ImageLoadError, UsageError
 from cfimg.fileio import atomic_write_text
 from cfimg.imageio import DEFAULT_MAX_PIXELS, is_image_path, load_rgb
-
-CLASS_NAMES: tuple[str, ...] = ("genuine", "counterfeit")
-COUNTERFEIT_INDEX = CLASS_NAMES.index("counterfeit")
-
-# Folder and CSV label spellings users actually have, mapped to the canonical class name.
-LABEL_ALIASES: dict[str, str] = {
-    "genuine": "genuine",
-    "authentic": "genuine",
-    "real": "genuine",
-    "counterfeit": "counterfeit",
-    "fake": "counterfeit",
-    "replica": "counterfeit",
-}
+from cfimg.labels import CLASS_NAMES, COUNTERFEIT_INDEX, LABEL_ALIASES, label_index  # noqa: F401
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SPLIT_ALIASES: dict[str, str] = {
@@ -89,12 +77,6 @@ class Sample:
     @property
     def label_name(self) -> str:
         return CLASS_NAMES[self.label]
-
-
-def label_index(name: str) -> int | None:
-    """Index into CLASS_NAMES of a label spelling (any alias, any case), or None."""
-    canonical = LABEL_ALIASES.get(name.strip().lower())
-    return None if canonical is None else CLASS_NAMES.index(canonical)
 
 
 def split_name(name: str) -> str | None:

@@ -58,3 +58,8 @@ class TrainingInterrupted(CfimgError):
     """Ctrl-C during training, with the run's last checkpoint on disk to resume from."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def one_line(text: str) -> str:
+    """A reason squeezed onto one line: error fields in CSV/JSONL rows and terminal messages."""
+    return " ".join(str(text).split())

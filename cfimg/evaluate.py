@@ -29,7 +29,8 @@ import numpy as np
 from cfimg import __version__
 from cfimg.calibration import fit_temperature, remap_threshold, softmax_with_temperature
 from cfimg.card import VERDICT_COUNTERFEIT, VERDICT_GENUINE, ModelCard
-from cfimg.data import CLASS_NAMES, Sample
+from cfimg.data import Sample
+from cfimg.labels import CLASS_NAMES
 from cfimg.errors import DatasetError, ImageLoadError, UsageError
 from cfimg.metrics import bootstrap_intervals, evaluation_metrics, metrics_by, reliability_bins
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from cfimg import __version__
 from cfimg.card import ModelCard
-from cfimg.data import CLASS_NAMES
+from cfimg.labels import CLASS_NAMES
 from cfimg.errors import CfimgError, UsageError
 from cfimg.fileio import atomic_write_bytes
 from cfimg.preprocess import Preprocessing

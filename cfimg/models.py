@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cfimg.data import CLASS_NAMES
+from cfimg.labels import CLASS_NAMES
 from cfimg.errors import ModelFileError, UsageError
 from cfimg.preprocess import HALF_MEAN_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 

@@ -44,6 +44,10 @@ class Preprocessing:
                 f"resize_px {self.resize_px} is smaller than img_size_px {self.img_size_px}"
             )
 
+    @property
+    def pil_filter(self) -> Image.Resampling:
+        return _PIL_FILTERS[self.interpolation]
+
     def to_dict(self) -> dict:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
@@ -99,6 +103,18 @@ def preprocess_image(image: Image.Image, prep: Preprocessing) -> np.ndarray:
         image = image.convert("RGB")
     size = resized_size(image.width, image.height, prep.resize_px)
     if size != image.size:
-        image = image.resize(size, _PIL_FILTERS[prep.interpolation])
+        image = image.resize(size, prep.pil_filter)
     image = image.crop(center_crop_box(image.width, image.height, prep.img_size_px))
     return np.asarray(image, dtype=np.uint8)
+
+
+def normalize_nchw(pixels_uint8_nhwc: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW (x/255 - mean)/std: the input of a --float-input model.
+
+    The network's own copy of this step is ClassifierWithPreprocessing.normalize (in the graph).
+    """
+    mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    chw = pixels_uint8_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return np.ascontiguousarray((chw - mean) / std)
+

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
-from cfimg.errors import UsageError
+from cfimg.errors import UsageError, one_line  # noqa: F401  (re-exported for pipeline)
 from cfimg.fileio import atomic_open
 from cfimg.inputs import path_key
 
@@ -82,11 +82,6 @@ def result_format(path: str | Path) -> str:
             f"{path}: output must end in .csv or .jsonl (got {suffix or 'no suffix'!r})"
         )
     return RESULT_FORMATS[suffix]
-
-
-def one_line(text: str) -> str:
-    """Error reasons go in one CSV/JSONL field on one line."""
-    return " ".join(str(text).split())
 
 
 def encode_rows(rows: Iterable[PredictionRow], fmt: str) -> bytes:

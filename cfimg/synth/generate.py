@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfimg.data import CLASS_NAMES
+from cfimg.labels import CLASS_NAMES
 from cfimg.errors import UsageError
 from cfimg.fileio import atomic_write_text
 from cfimg.synth.bag import render_bag
