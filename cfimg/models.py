@@ -94,10 +94,21 @@ def create_model(
     return model
 
 
+def head_module(network: nn.Module) -> nn.Module:
+    """The classifier layer of `network` (what a head-first phase trains)."""
+    return [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def head_parameter_names(network: nn.Module) -> set[str]:
+    """Names (in `network.named_parameters()`) of the classifier head's parameters."""
+    head_ids = {id(p) for p in head_module(network).parameters()}
+    return {name for name, p in network.named_parameters() if id(p) in head_ids}
+
+
 def _reset_head(model: nn.Module) -> None:
     """Small weights for the new two-class head. timm scales its init by 1/sqrt(classes), which
     with two classes gives logits of +-10 at the start and a loss that takes epochs to recover."""
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    head = head_module(model)
     nn.init.normal_(head.weight, std=0.01)
     nn.init.zeros_(head.bias)
 

@@ -11,7 +11,9 @@ with timings masked, and every file written, by content hash (JSON and CSV with 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -23,18 +25,35 @@ _VOLATILE = re.compile(
     r"(\d+(\.\d+)?\s*(s|ms|min|images/s|img/s|it/s|MiB|GiB)\b)"
     r"|(\d{4}-\d\d-\d\dT[\d:.+]+)|(\d+:\d\d(:\d\d)?)"
 )
-_VOLATILE_KEYS = {"created_utc", "seconds", "duration_s", "elapsed_s", "wall_s", "time_s"}
+_VOLATILE_KEYS = {"created_utc", "seconds", "images_per_s", "data_wait_frac"}
+_WAIT = re.compile(r"wait \d+%")
+
+
+def _volatile_key(key: str) -> bool:
+    return key in _VOLATILE_KEYS or key.endswith("_s")
 
 
 def _mask(text: str, work: Path) -> str:
-    text = text.replace(str(work), "<work>")
-    return _VOLATILE.sub("<t>", text)
+    text = _WAIT.sub("wait <t>", _VOLATILE.sub("<t>", text.replace(str(work), "<work>")))
+    return re.sub(r" {2,}", " ", text)  # table padding follows the width of masked cells
+
+
+def _mask_csv(text: str, work: Path) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return ""
+    volatile = [i for i, name in enumerate(rows[0]) if _volatile_key(name)]
+    for row in rows[1:]:
+        for i in volatile:
+            if i < len(row):
+                row[i] = "<t>"
+    return _mask("\n".join(",".join(row) for row in rows), work)
 
 
 def _mask_json(value, work: Path):
     if isinstance(value, dict):
         return {
-            k: ("<t>" if k in _VOLATILE_KEYS or k.endswith("_s") else _mask_json(v, work))
+            k: ("<t>" if _volatile_key(k) else _mask_json(v, work))
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -53,7 +72,9 @@ def _file_digest(path: Path, work: Path) -> str:
             ).hexdigest()[:16]
         except ValueError:
             pass
-    if path.suffix in {".csv", ".jsonl", ".md", ".txt", ".html"}:
+    if path.suffix == ".csv":
+        return "csv:" + hashlib.sha256(_mask_csv(path.read_text(), work).encode()).hexdigest()[:16]
+    if path.suffix in {".jsonl", ".md", ".txt", ".html"}:
         return "text:" + hashlib.sha256(_mask(path.read_text(), work).encode()).hexdigest()[:16]
     if path.suffix in {".pt", ".onnx", ".png", ".jpg"}:
         return "binary"  # timestamps inside (card, zip entries); their content is checked by use
