@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from cfimg import __version__
+from cfimg.heads import HeadSpec
 from cfimg.labels import CLASS_NAMES
 from cfimg.preprocess import Preprocessing
 
@@ -29,6 +30,7 @@ def is_counterfeit(p_counterfeit, threshold: float):
 class ModelCard:
     arch: str
     preprocessing: Preprocessing
+    head: HeadSpec = field(default_factory=HeadSpec)  # pooling, dropout, classes of the head
     class_names: tuple[str, ...] = CLASS_NAMES
     threshold: float = 0.5  # p_counterfeit at or above this is a counterfeit verdict
     # Optional (low, high) band of p_counterfeit that answers "uncertain" instead of guessing.
@@ -59,6 +61,7 @@ class ModelCard:
     def to_dict(self) -> dict:
         return {
             "arch": self.arch,
+            "head": self.head.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "class_names": list(self.class_names),
             "threshold": float(self.threshold),
@@ -76,6 +79,7 @@ class ModelCard:
         band = values.get("uncertain_band")
         return cls(
             arch=str(values["arch"]),
+            head=HeadSpec.from_dict(values.get("head")),
             preprocessing=Preprocessing.from_dict(values["preprocessing"]),
             class_names=tuple(values.get("class_names", CLASS_NAMES)),
             threshold=float(values.get("threshold", 0.5)),
@@ -99,6 +103,7 @@ class ModelCard:
             "cfimg_version": self.cfimg_version,
             "cfimg_card": json.dumps(self.to_dict(), sort_keys=True),
             "arch": self.arch,
+            "pooling": self.head.pooling,
             "model_id": self.model_id,
             "class_names": json.dumps(list(self.class_names)),
             "counterfeit_index": str(self.counterfeit_index),

@@ -94,7 +94,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
 
     payload = load_checkpoint(path)
     card = card_from_checkpoint(payload, path)
-    model = create_model(card.arch, pretrained=False)
+    model = create_model(card.arch, head=card.head, pretrained=False)
     try:
         model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as exc:

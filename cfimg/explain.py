@@ -26,17 +26,6 @@ from cfimg.errors import ImageLoadError, UsageError
 from cfimg.fileio import atomic_open, atomic_write_bytes
 from cfimg.preprocess import Preprocessing, center_crop_box, preprocess_image, resized_size
 
-# The last module that outputs the final 4-D feature map, before global pooling, per architecture.
-TARGET_LAYERS: dict[str, str] = {
-    "efficientnet_lite0": "bn2",  # timm: conv_head -> bn2 (BatchNorm + ReLU6) -> global_pool
-    "resnet18": "layer4",
-    "resnet50": "layer4",
-    "mobilenet_v3_small": "features",
-    "mobilenet_v3_large": "features",
-    "efficientnet_b0": "features",
-    "convnext_tiny": "features",
-}
-
 DEFAULT_MAX_SIDE_PX = 1024
 SUMMARY_NAME = "explain.csv"
 _VERDICT_COLOURS = {
@@ -65,64 +54,21 @@ class ExplainResult:
 # ---------------------------------------------------------------- Grad-CAM in the model's view
 
 
-def find_target_layer(network, arch: str | None, img_size_px: int = 224) -> tuple[str, object]:
-    """(name, module) whose output Grad-CAM explains: from TARGET_LAYERS, else found by a probe."""
-    name = TARGET_LAYERS.get(arch or "")
-    if name is not None:
-        return name, network.get_submodule(name)
-    return _last_feature_map_layer(network, img_size_px)
-
-
-def _is_pooling(module) -> bool:
-    return "pool" in type(module).__name__.lower()
-
-
-def _last_feature_map_layer(network, img_size_px: int) -> tuple[str, object]:
-    """The last module (in execution order) with a 4-D output that is not a pooling layer,
-    preferring outputs with more than one spatial position (1x1 maps come after pooling)."""
-    import torch
-
-    finished: list[tuple[str, object, tuple]] = []
-    hooks = []
-    for name, module in network.named_modules():
-        if not name or _is_pooling(module):
-            continue
-
-        def record(mod, _inputs, output, name=name):
-            if isinstance(output, torch.Tensor) and output.ndim == 4:
-                finished.append((name, mod, tuple(output.shape)))
-
-        hooks.append(module.register_forward_hook(record))
-    try:
-        device = next(network.parameters()).device
-        with torch.no_grad():
-            network(torch.zeros(1, 3, img_size_px, img_size_px, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    spatial = [entry for entry in finished if entry[2][2] * entry[2][3] > 1]
-    candidates = spatial or finished
-    if not candidates:
-        raise UsageError("cannot find a convolutional feature map in this network for Grad-CAM")
-    name, module, _shape = candidates[-1]
-    return name, module
-
-
 def gradcam_batch(
-    network, card: ModelCard, images_uint8_nhwc: np.ndarray, *, target: tuple | None = None
+    network, card: ModelCard, images_uint8_nhwc: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM heatmaps [N, S, S] in [0, 1] (S = the model's input size) and p_counterfeit [N].
 
     Each heatmap is scaled so its maximum is 1; an all-zero heatmap means no position raises the
-    counterfeit log-odds. `target` is a (name, module) from find_target_layer, to look it up once.
+    counterfeit log-odds. The explained layer is the head API's feature map (models.feature_module).
     """
     import torch
     import torch.nn.functional as F
 
-    from cfimg.models import ClassifierWithPreprocessing
+    from cfimg.models import ClassifierWithPreprocessing, feature_module
 
     prep = card.preprocessing
-    _name, layer = target or find_target_layer(network, card.arch, prep.img_size_px)
+    layer = feature_module(network)
     device = next(network.parameters()).device
     wrapper = ClassifierWithPreprocessing(network, prep, card.temperature).to(device)
     captured: list = []
@@ -399,7 +345,6 @@ class Explainer:
         self.model_path = str(model_path)
         self.engine = None
         self.network = None
-        self.target = None
         if is_onnx_path(model_path):
             from cfimg.engines import load_engine
 
@@ -413,16 +358,15 @@ class Explainer:
         network, self.card = load_model(model_path)
         self.device = resolve_torch_device(device)
         self.network = network.to(self.device).eval()
-        self.target = find_target_layer(
-            self.network, self.card.arch, self.card.preprocessing.img_size_px
-        )
 
     @property
     def method(self) -> str:
         """The method in a few words, for captions."""
         if self.engine is not None:
             return "occlusion"
-        return f"Grad-CAM on {self.card.arch}.{self.target[0]}"
+        from cfimg.models import head_layout
+
+        return f"Grad-CAM on {self.card.arch}.{head_layout(self.network).features}"
 
     @property
     def file_tag(self) -> str:
@@ -434,9 +378,7 @@ class Explainer:
         view = preprocess_image(photo, self.card.preprocessing)
         if self.engine is not None:
             return occlusion_map(self.engine.predict, self.card, view)
-        heatmaps, p_counterfeit = gradcam_batch(
-            self.network, self.card, view[None], target=self.target
-        )
+        heatmaps, p_counterfeit = gradcam_batch(self.network, self.card, view[None])
         return heatmaps[0], float(p_counterfeit[0])
 
 

