@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cfimg.card import VERDICT_COUNTERFEIT, VERDICT_UNCERTAIN, ModelCard
-from cfimg.errors import ImageLoadError, UsageError
+from cfimg.errors import ImageLoadError
 from cfimg.fileio import atomic_open, atomic_write_bytes
 from cfimg.preprocess import Preprocessing, center_crop_box, preprocess_image, resized_size
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cfimg.labels import CLASS_NAMES
 from cfimg.errors import ModelFileError, UsageError
 from cfimg.heads import HeadSpec, Keep4d, make_pool
+from cfimg.labels import CLASS_NAMES
 from cfimg.preprocess import HALF_MEAN_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 NUM_CLASSES = len(CLASS_NAMES)

@@ -1,4 +1,4 @@
-"""The head API: architectures built with a head description, stored in the card, rebuilt on load."""
+"""The head API: networks built from a head description, stored in the card, rebuilt on load."""
 
 import json
 from pathlib import Path
