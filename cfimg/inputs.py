@@ -89,7 +89,7 @@ def _iter_list_file(list_path: str) -> Iterator[str]:
     try:
         handle = open(list_path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
     except OSError as exc:
-        reason = exc.strerror.lower() if exc.strerror else type(exc).__name__
+        reason = _os_reason(exc)
         raise UsageError(f"@{list_path}: cannot read the list of paths ({reason})") from None
     with handle:
         yield from iter_path_list(handle)
@@ -124,9 +124,14 @@ def _sorted_entries(folder: str) -> list[os.DirEntry]:
         with os.scandir(folder) as entries:
             return sorted(entries, key=lambda entry: entry.name)
     except OSError as exc:  # unreadable folder: say so, keep going with the others
-        reason = exc.strerror.lower() if exc.strerror else type(exc).__name__
+        reason = _os_reason(exc)
         print(f"warning: {folder}: cannot list folder ({reason}); skipped", file=sys.stderr)
         return []
+
+
+def _os_reason(exc: OSError) -> str:
+    """'permission denied', 'no such file or directory'...: the OS's words, or the error type."""
+    return exc.strerror.lower() if exc.strerror else type(exc).__name__
 
 
 def _is_folder(entry: os.DirEntry) -> bool:

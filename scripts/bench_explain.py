@@ -100,7 +100,8 @@ def resolution_px(explainer) -> float:
 
 
 def select_samples(source: Path, split: str):
-    from cfimg.data import COUNTERFEIT_INDEX, load_samples
+    from cfimg.data import load_samples
+    from cfimg.labels import COUNTERFEIT_INDEX
 
     samples = load_samples(source)
     note = f"split `{split}` of {source}"

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfimg.data import (
-    CLASS_NAMES,
     Sample,
     assign_splits,
     check_dataset,
@@ -27,6 +26,7 @@ from cfimg.data import (
     write_split_csv,
 )
 from cfimg.errors import EXIT_BAD_DATASET, EXIT_USAGE, DatasetError, UsageError
+from cfimg.labels import CLASS_NAMES
 
 GENUINE, COUNTERFEIT = CLASS_NAMES.index("genuine"), CLASS_NAMES.index("counterfeit")
 

@@ -9,15 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfimg.data import (
-    CLASS_NAMES,
-    CountRow,
-    DatasetReport,
-    check_dataset,
-    count_rows,
-)
+from cfimg.data import CountRow, DatasetReport, check_dataset, count_rows
 from cfimg.errors import DatasetError
 from cfimg.imageio import DEFAULT_MAX_PIXELS
+from cfimg.labels import CLASS_NAMES
 
 data_app = typer.Typer(
     help="Inspect datasets: counts, splits, unreadable files, duplicates and leaks.",

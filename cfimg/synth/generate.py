@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cfimg.labels import CLASS_NAMES
+from cfimg.data.sources import MANIFEST_NAME  # the manifest format cfimg.data reads
 from cfimg.errors import UsageError
 from cfimg.fileio import atomic_write_text
+from cfimg.labels import CLASS_NAMES
 from cfimg.synth.bag import render_bag
 from cfimg.synth.brands import BRANDS_BY_CATEGORY, CATEGORIES
 from cfimg.synth.defects import DEFECTS_BY_CATEGORY, DIFFICULTIES, sample_defects
@@ -31,7 +32,6 @@ from cfimg.synth.nuisances import encode_jpeg, photograph, plan_shoot
 from cfimg.synth.paint import RenderedItem
 from cfimg.synth.watch import render_watch
 
-MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "path",
     "label",
