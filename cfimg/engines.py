@@ -1,7 +1,8 @@
 """Inference engines: a model file in, probabilities for uint8 RGB NHWC batches out.
 
 `.onnx` files run on onnxruntime; `.pt` checkpoints and run folders run on PyTorch. Both read the
-model card (class names, preprocessing, temperature, thresholds) from the file itself.
+model card (class names, preprocessing, temperature, thresholds) from the file itself; an ONNX
+file's input format and tensor names follow cfimg.export.contract, the exporter's own definition.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import numpy as np
 
 from cfimg.card import ModelCard
 from cfimg.errors import ModelFileError, UsageError
+from cfimg.export.contract import (
+    ANY_SIZE,
+    FLOAT_NCHW,
+    OUTPUT_NAMES,
+    declared_input_format,
+    model_feed,
+)
 
 ONNX_SUFFIXES = (".onnx",)
 
@@ -157,32 +165,32 @@ class OnnxEngine:
                 str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             )
             raise ModelFileError(model_path, f"not a loadable ONNX model ({first_line})") from None
-        self.card = read_onnx_card(model_path, self.session.get_modelmeta().custom_metadata_map)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.card = read_onnx_card(model_path, metadata)
         self.device = self.session.get_providers()[0]
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        self.float_input = model_input.type == "tensor(float)"  # exported with --float-input
-        self.single_image = len(model_input.shape) == 3  # exported with --any-size: one HWC image
+        try:
+            self.input_format = declared_input_format(
+                metadata, len(model_input.shape), model_input.type == "tensor(float)"
+            )
+        except ValueError as exc:
+            raise ModelFileError(model_path, str(exc)) from None
 
-    def _feed(self, images_uint8_nhwc: np.ndarray) -> np.ndarray:
-        if not self.float_input:
-            return np.ascontiguousarray(images_uint8_nhwc, dtype=np.uint8)
-        prep = self.card.preprocessing
-        mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        chw = images_uint8_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        return np.ascontiguousarray((chw - mean) / std)
+    @property
+    def float_input(self) -> bool:
+        """Exported with --float-input: NCHW float32, normalised here before each run."""
+        return self.input_format == FLOAT_NCHW
 
     def predict(self, images_uint8_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = ["probabilities", "logits"]
-        if self.single_image:  # the graph resizes itself; a model-sized crop passes through as is
+        outputs = list(OUTPUT_NAMES)
+        if self.input_format == ANY_SIZE:  # the graph resizes; a model-sized crop passes as is
             rows = [
                 self.session.run(outputs, {self.input_name: image}) for image in images_uint8_nhwc
             ]
             probabilities = np.concatenate([row[0] for row in rows])
             logits = np.concatenate([row[1] for row in rows])
         else:
-            probabilities, logits = self.session.run(
-                outputs, {self.input_name: self._feed(images_uint8_nhwc)}
-            )
+            feed = model_feed(self.input_format, self.card.preprocessing, images_uint8_nhwc)
+            probabilities, logits = self.session.run(outputs, {self.input_name: feed})
         return probabilities.astype(np.float32), logits.astype(np.float32)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from cfimg.errors import ModelFileError, UsageError
-from cfimg.heads import HeadSpec, Keep4d, make_pool
+from cfimg.heads import HeadSpec
 from cfimg.labels import CLASS_NAMES
+from cfimg.pooling import Keep4d, make_pool
 from cfimg.preprocess import HALF_MEAN_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 NUM_CLASSES = len(CLASS_NAMES)

@@ -69,9 +69,11 @@ def bench_arch(arch: str, args) -> dict:
     import torch
 
     from cfimg.card import ModelCard
-    from cfimg.export import UINT8_NHWC, build_onnx_model, feeds, ort_session
+    from cfimg.export.contract import INPUT_NAME, UINT8_NHWC
+    from cfimg.export.graph import build_onnx_model
+    from cfimg.export.quantize import quantize_int8
+    from cfimg.export.verify import feeds, ort_session
     from cfimg.models import ClassifierWithPreprocessing, create_model, get_arch
-    from cfimg.quantize import quantize_int8
 
     network = create_model(arch, pretrained=arch == "efficientnet_lite0").eval()
     card = ModelCard(arch=arch, preprocessing=get_arch(arch).preprocessing.with_size(args.size))
@@ -93,7 +95,7 @@ def bench_arch(arch: str, args) -> dict:
 
     runners = {"pytorch eager": run_eager}
     for name, session in sessions.items():
-        runners[name] = lambda batch, s=session: s.run(None, {"image": batch})
+        runners[name] = lambda batch, s=session: s.run(None, {INPUT_NAME: batch})
     for runner in runners.values():  # warm-up
         runner(one)
         runner(many)
@@ -109,7 +111,7 @@ def bench_arch(arch: str, args) -> dict:
 def calibration_images(prep, folder: Path | None):
     from PIL import Image
 
-    from cfimg.export import CheckImages, load_images, unlabelled_images
+    from cfimg.export.images import CheckImages, load_images, unlabelled_images
 
     if folder is not None:
         return load_images(unlabelled_images(folder)[:200], prep, str(folder), False)

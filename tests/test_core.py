@@ -223,3 +223,16 @@ def test_parser_errors_are_one_line_with_exit_2(run_cli, argv, message):
 def test_command_without_arguments_prints_its_help(run_cli):
     code, stdout, _ = run_cli(["predict"])
     assert code in (0, 2) and "--out" in stdout
+
+
+def test_onnx_engines_and_model_cards_import_no_torch():
+    """`cfimg predict` on an .onnx file stays far from torch's start-up time and memory."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cfimg.engines, cfimg.card, cfimg.export.contract; "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

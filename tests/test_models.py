@@ -9,7 +9,7 @@ import torch
 
 from cfimg.card import ModelCard
 from cfimg.checkpoint import load_model, save_checkpoint
-from cfimg.heads import POOLINGS, AttentionPool, HeadSpec
+from cfimg.heads import POOLINGS, HeadSpec
 from cfimg.models import (
     ClassifierWithPreprocessing,
     create_model,
@@ -19,6 +19,7 @@ from cfimg.models import (
     head_parameter_names,
     pool_module,
 )
+from cfimg.pooling import AttentionPool
 
 LEGACY = json.loads((Path(__file__).parent / "data" / "legacy_models.json").read_text())
 

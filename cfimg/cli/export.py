@@ -9,6 +9,10 @@ from pathlib import Path
 
 import typer
 
+from cfimg.export.graph import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from cfimg.export.images import DEFAULT_CALIB_IMAGES, DEFAULT_CHECK_IMAGES
+from cfimg.export.verify import MAX_ACCURACY_DROP_POINTS
+
 
 def register(app: typer.Typer) -> None:
     """Add `export` and `info` to the cfimg app."""
@@ -21,7 +25,9 @@ def export(
     out: Path = typer.Option(
         None, "--out", "-o", help="ONNX file to write (default: RUN/model.onnx, or CKPT.onnx)."
     ),
-    opset: int = typer.Option(None, help="ONNX opset, 13 to 20 (default: 18)."),
+    opset: int = typer.Option(
+        None, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: {DEFAULT_OPSET})."
+    ),
     fp16: bool = typer.Option(False, "--fp16", help="Also write OUT.fp16.onnx (for GPUs)."),
     int8: bool = typer.Option(
         False, "--int8", help="Also write OUT.int8.onnx: static int8 quantization (CPU)."
@@ -36,8 +42,10 @@ def export(
         help="Labelled images for the parity and accuracy checks "
         "(default: the run's validation split).",
     ),
-    check_images: int = typer.Option(256, help="Most images used for the checks."),
-    calib_images: int = typer.Option(200, help="Most images used for int8 calibration."),
+    check_images: int = typer.Option(DEFAULT_CHECK_IMAGES, help="Most images used for the checks."),
+    calib_images: int = typer.Option(
+        DEFAULT_CALIB_IMAGES, help="Most images used for int8 calibration."
+    ),
     any_size: bool = typer.Option(
         False, "--any-size", help="Input: one HxWx3 uint8 photo of any size; resize in the graph."
     ),
@@ -45,7 +53,10 @@ def export(
         False, "--float-input", help="Input: NCHW float32, already normalised with mean/std."
     ),
     force: bool = typer.Option(
-        False, "--force", help="Write fp16/int8 models even when they lose > 1 point of accuracy."
+        False,
+        "--force",
+        help="Write fp16/int8 models even when they lose > "
+        f"{MAX_ACCURACY_DROP_POINTS:g} point of accuracy.",
     ),
     check: bool = typer.Option(
         True, "--check/--no-check", help="Run the fp32 model against PyTorch before writing."

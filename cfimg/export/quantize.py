@@ -1,4 +1,5 @@
-"""Reduced-precision variants of an exported fp32 graph: static int8 (QDQ) and fp16.
+"""Reduced-precision copies of an exported fp32 graph: static int8 (QDQ) and fp16 (checked and
+gated by cfimg.export.variants).
 
 int8 is static QDQ quantization with onnxruntime.quantization: per-channel int8 weights, uint8
 activations, ranges from MinMax calibration over real images fed exactly as the model will see

@@ -1,0 +1,87 @@
+"""The fp16 and int8 files beside the fp32 one: converted, checked like it, and refused when they
+lose accuracy.
+
+Each variant is run at batch 1 and an odd batch, its |Δp| vs PyTorch is reported (no limit), its
+speed-up over fp32 ONNX is measured (int8 on CPU; fp16 on a CUDA GPU only), and the accuracy gate
+decides: at most MAX_ACCURACY_DROP_POINTS lost unless --force.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cfimg.export.contract import set_metadata
+from cfimg.export.images import CheckImages
+from cfimg.export.report import ExportedModel, ExportReport
+from cfimg.export.verify import (
+    Baseline,
+    accuracy_check,
+    checker,
+    feeds,
+    ort_session,
+    runtime_checks,
+    speedups,
+)
+
+
+def variant_path(out_path: Path, precision: str) -> Path:
+    """model.onnx -> model.int8.onnx / model.fp16.onnx."""
+    return out_path.with_name(f"{out_path.stem}.{precision}{out_path.suffix}")
+
+
+def fp16_variant(report: ExportReport, base: Baseline, *, force: bool) -> dict[Path, bytes]:
+    from cfimg.export.quantize import convert_to_fp16
+
+    return _reduced_precision_variant(report, base, "fp16", convert_to_fp16(base.fp32), force)
+
+
+def int8_variant(
+    report: ExportReport, base: Baseline, calibration: CheckImages, *, force: bool
+) -> dict[Path, bytes]:
+    from cfimg.export.quantize import quantize_int8
+
+    input_format = report.models[0].input_format
+    batches = feeds(input_format, base.card.preprocessing, calibration, batch=16)
+    return _reduced_precision_variant(
+        report, base, "int8", quantize_int8(base.fp32, batches), force
+    )
+
+
+def _reduced_precision_variant(
+    report: ExportReport, base: Baseline, precision: str, model, force: bool
+) -> dict[Path, bytes]:
+    """Add `model`'s checks to `report`; returns the file to write."""
+    input_format, opset = report.models[0].input_format, report.models[0].opset
+    set_metadata(model, base.card, input_format=input_format, precision=precision, opset=opset)
+    data = model.SerializeToString()
+    path = variant_path(report.models[0].path, precision)
+    result = ExportedModel(path, precision, input_format, opset, len(data))
+    result.checks.append(checker(model))
+    report.models.append(result)
+    session = ort_session(data)
+    probabilities = runtime_checks(result, base, None, session=session)
+    fp32_session = ort_session(base.fp32_bytes)
+    if precision == "int8":
+        result.speedup_batch1, result.speedup_batch32 = speedups(
+            session, fp32_session, input_format, base.card.preprocessing, base.images
+        )
+    else:
+        _gpu_speedup(result, data, base, report)
+    result.checks.append(accuracy_check(result, probabilities, fp32_session, base, force))
+    return {path: data}
+
+
+def _gpu_speedup(result: ExportedModel, data: bytes, base: Baseline, report: ExportReport) -> None:
+    """fp16 is for GPUs; on CPU onnxruntime runs most fp16 nodes through casts, so only a GPU
+    speed-up means anything."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        report.notes.append("fp16 speed not measured: no CUDA GPU (on CPU fp16 only gets slower)")
+        return
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    fast = ort_session(data, providers=providers)
+    slow = ort_session(base.fp32_bytes, providers=providers)
+    result.speedup_batch1, result.speedup_batch32 = speedups(
+        fast, slow, result.input_format, base.card.preprocessing, base.images
+    )
