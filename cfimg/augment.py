@@ -18,8 +18,11 @@ from PIL import Image, ImageFilter
 
 from cfimg.preprocess import Preprocessing
 
+
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The training augmentation's knobs; part of TrainConfig and so of every run's config.json."""
+
     # Mild geometry: proportions (pitch vs item size, letter widths, hardware aspect) are cues,
     # so crops keep the aspect ratio nearly square and most of the frame.
     crop_scale: tuple[float, float] = (0.7, 1.0)  # area fraction of the random crop
@@ -42,6 +45,7 @@ class AugmentConfig:
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator for sample `index`'s view in `epoch`: the same in any worker, on resume."""
     generator = torch.Generator()
     generator.manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
     return generator
@@ -91,7 +95,7 @@ def _perspective_coeffs(size: int, strength: float, generator: torch.Generator) 
 def augment_image(
     image: Image.Image, prep: Preprocessing, aug: AugmentConfig, generator: torch.Generator
 ) -> np.ndarray:
-    """RGB photo -> uint8 [S, S, 3] training view."""
+    """RGB photo -> uint8 [S, S, 3] training view, resampled with the card's interpolation."""
     size = prep.img_size_px
     box = random_resized_crop_box(image.width, image.height, aug, generator)
     view = image.resize((size, size), prep.pil_filter, box=box)

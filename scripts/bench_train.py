@@ -7,7 +7,7 @@ the same worker count), fed the same grouped split (`cfimg.train.resolve_samples
 
   cfimg  `cfimg.train.train()` itself, stopped after a fixed number of steps
          (TrainConfig.stop_after_steps). Its training DataLoader is wrapped (by patching
-         `cfimg.train.make_loaders` for the duration of the call) to timestamp every batch
+         `cfimg.train.loop.make_loaders` for the duration of the call) to timestamp every batch
          request and arrival, so step times come from the real loop: lr schedule, seeding, uint8
          normalisation inside the model, label-smoothed weighted loss, backward, gradient
          clipping, AdamW, EMA update, loss bookkeeping. Not timed: set-up (reading and verifying
@@ -181,18 +181,19 @@ def train_config(args, data: str, out: Path, stop_after_steps: int):
 
 
 def run_cfimg(args, data: str, work: Path, round_index: int) -> dict:
-    import cfimg.train as cfimg_train
+    import cfimg.train
+    import cfimg.train.loop as train_loop
 
     clock = StepClock()
-    original = cfimg_train.make_loaders
+    original = train_loop.make_loaders
 
     def timed_make_loaders(*a, **k):
         train_loader, *rest = original(*a, **k)
         return (clock.wrap(train_loader), *rest)
 
     config = train_config(args, data, work / f"cfimg-{round_index}", total_steps(args))
-    with mock.patch.object(cfimg_train, "make_loaders", timed_make_loaders):
-        result = cfimg_train.train(config, progress=False, log=lambda line: None)
+    with mock.patch.object(train_loop, "make_loaders", timed_make_loaders):
+        result = cfimg.train.train(config, progress=False, log=lambda line: None)
     if not result.interrupted:
         raise SystemExit("bench_train: train() ended before its step budget")
     return window(clock, args.warmup_steps, args.steps)
@@ -254,11 +255,13 @@ def run_bare(args, data: str, work: Path, round_index: int) -> dict:
 
 def gpu_precision(device: str):
     """The AMP dtype and memory format cfimg.train uses on this device (none on CPU)."""
-    import torch
+    from cfimg.distributed import DistributedContext
+    from cfimg.train import TrainConfig
+    from cfimg.train.optim import amp_dtype
 
-    if not device.startswith("cuda"):
-        return None, False
-    return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), True
+    defaults = TrainConfig(data="")
+    channels_last = device.startswith("cuda") and defaults.channels_last
+    return amp_dtype(defaults, DistributedContext(device=device)), channels_last
 
 
 def total_steps(args) -> int:

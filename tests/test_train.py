@@ -242,10 +242,10 @@ def test_run_name_without_out_goes_under_models(tiny_data, tmp_path, monkeypatch
 def test_photos_that_break_during_training_do_not_end_the_run(
     tiny_data, tmp_path, monkeypatch, capsys
 ):
-    import cfimg.train
+    import cfimg.model_input
     from cfimg.errors import ImageLoadError
 
-    real_load_rgb = cfimg.train.load_rgb
+    real_load_rgb = cfimg.model_input.load_rgb
     calls = []
 
     def flaky_load_rgb(path, **kwargs):  # every file was readable when checked; now some fail
@@ -254,7 +254,7 @@ def test_photos_that_break_during_training_do_not_end_the_run(
             raise ImageLoadError(path, "truncated image data")
         return real_load_rgb(path, **kwargs)
 
-    monkeypatch.setattr(cfimg.train, "load_rgb", flaky_load_rgb)
+    monkeypatch.setattr(cfimg.model_input, "load_rgb", flaky_load_rgb)
     result = _quiet_train(
         TrainConfig(data=str(tiny_data), epochs=1, out=str(tmp_path / "r"), **TINY)
     )
@@ -276,7 +276,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tiny_
 
 
 def test_ctrl_c_says_how_to_resume_and_the_run_resumes(tiny_data, tmp_path, monkeypatch):
-    import cfimg.train as cfimg_train
+    import cfimg.train.optim as cfimg_train
     from cfimg.errors import EXIT_INTERRUPTED, TrainingInterrupted
 
     calls = {"n": 0}
@@ -299,3 +299,106 @@ def test_ctrl_c_says_how_to_resume_and_the_run_resumes(tiny_data, tmp_path, monk
     monkeypatch.setattr(cfimg_train, "learning_rate", real_learning_rate)
     resumed = _quiet_train(config, resume_dir=str(run))
     assert resumed.epochs_run == 1 and (run / "best.pt").is_file()
+
+
+class _TinyNet(torch.nn.Module):
+    """Conv, BatchNorm, LayerNorm and a Linear head: every kind of parameter decay treats apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, images):
+        features = self.bn(self.conv(images)).mean(dim=(2, 3))
+        return None, self.head(self.norm(features))
+
+
+def _decay_by_name(model, optimizer) -> dict[str, float]:
+    decay = {
+        id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]
+    }
+    return {name: decay[id(p)] for name, p in model.named_parameters()}
+
+
+def test_norm_weights_and_biases_are_not_weight_decayed_conv_and_linear_weights_are():
+    from cfimg.train import make_optimizer
+
+    model = _TinyNet()
+    optimizer = make_optimizer(model, TrainConfig(data="", weight_decay=0.05))
+    assert _decay_by_name(model, optimizer) == {
+        "conv.weight": 0.05,
+        "conv.bias": 0.0,
+        "bn.weight": 0.0,
+        "bn.bias": 0.0,
+        "norm.weight": 0.0,
+        "norm.bias": 0.0,
+        "head.weight": 0.05,
+        "head.bias": 0.0,
+    }
+
+
+def test_weight_decay_groups_of_a_real_architecture_leave_every_norm_weight_undecayed():
+    from cfimg.models import create_model
+    from cfimg.train import make_optimizer
+
+    network = create_model("mobilenet_v3_small", pretrained=False)
+    decay = _decay_by_name(network, make_optimizer(network, TrainConfig(data="", weight_decay=0.1)))
+    norms = (torch.nn.BatchNorm2d, torch.nn.LayerNorm)
+    for module_name, module in network.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}"
+            expected = 0.0 if name == "bias" or isinstance(module, norms) else 0.1
+            assert decay[full] == expected, full
+
+
+def test_frozen_backbone_step_changes_only_the_head_even_with_weight_decay():
+    from cfimg.train.loop import train_step
+    from cfimg.train.optim import TrainingParts, make_optimizer
+
+    torch.manual_seed(0)
+    model = _TinyNet()
+    parts = TrainingParts(
+        model=model,
+        forward=model,
+        ema=None,
+        optimizer=make_optimizer(model, TrainConfig(data="", weight_decay=0.5)),
+        scaler=None,
+        criterion=torch.nn.CrossEntropyLoss(),
+        amp_dtype=None,
+        head_names={"head.weight", "head.bias"},
+    )
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
+    train_step(parts, images, labels, lr=0.1, seed=0, frozen=True, clip_norm=1.0)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_optimizer_state_from_before_the_decay_groups_resumes_into_them():
+    """A last.pt written with one parameter group keeps each parameter's AdamW moments."""
+    from cfimg.train.optim import load_optimizer_state, make_optimizer
+
+    torch.manual_seed(0)
+    model = _TinyNet()
+    old = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.05)
+    model(torch.randn(2, 3, 8, 8))[1].sum().backward()
+    old.step()
+    saved = old.state_dict()
+    new = make_optimizer(model, TrainConfig(data="", weight_decay=0.05))
+    load_optimizer_state(new, saved, model)
+    for parameter in model.parameters():
+        assert torch.equal(new.state[parameter]["exp_avg"], old.state[parameter]["exp_avg"])
+    assert _decay_by_name(model, new)["bn.weight"] == 0.0
+
+
+def test_config_json_names_what_weight_decay_leaves_out(tmp_path):
+    from cfimg.distributed import DistributedContext
+    from cfimg.train.run_files import write_config
+
+    config = TrainConfig(data="photos", **TINY)
+    write_config(tmp_path, config, config.preprocessing(), [], "0" * 16, {}, DistributedContext())
+    resolved = json.loads((tmp_path / "config.json").read_text())["resolved"]
+    assert resolved["no_weight_decay"] == "1-D parameters: norm weights and biases"

@@ -37,7 +37,9 @@ def train_command(
     epochs: int = typer.Option(15, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr", help="Peak AdamW learning rate."),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    weight_decay: float = typer.Option(
+        0.05, "--weight-decay", help="AdamW weight decay (not of norm weights and biases)."
+    ),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     balance: str = typer.Option("auto", "--balance", help="Class-weighted loss: auto|on|off."),

@@ -23,10 +23,8 @@ from cfimg.data.checks import (
 )
 from cfimg.data.sources import Sample, detect_layout, item_id_rule, load_samples, write_split_csv
 from cfimg.data.splits import assign_splits, dataset_fingerprint, required_splits
-from cfimg.labels import CLASS_NAMES  # still imported from here by cfimg.train
 
 __all__ = [
-    "CLASS_NAMES",
     "CountRow",
     "DatasetReport",
     "Sample",

@@ -1,0 +1,117 @@
+"""A training run's configuration: every knob as one typed value, checked once, saved with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cfimg.augment import AugmentConfig
+from cfimg.errors import UsageError
+from cfimg.imageio import DEFAULT_MAX_PIXELS
+from cfimg.models import DEFAULT_ARCH, get_arch
+from cfimg.preprocess import Preprocessing
+
+SELECT_METRICS = ("roc_auc", "balanced_accuracy", "accuracy", "pr_auc", "f1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; saved to config.json and used again by --resume."""
+
+    data: str
+    val_data: str | None = None  # a separate validation source; else a grouped split of `data`
+    arch: str = DEFAULT_ARCH
+    img_size_px: int | None = None  # None: the architecture's own (224), or 320 with `detail`
+    detail: bool = False  # higher resolution (320 px) so fine print and stitching survive
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05  # AdamW's; norm weights and biases are never decayed
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    balance: str = "auto"  # class-weighted loss: auto (when classes differ by >1.5x) | on | off
+    ema_decay: float = 0.99  # per step; 0 disables the EMA of weights
+    freeze_backbone_epochs: int = 0  # train only the classifier head for the first N epochs
+    grad_clip_norm: float = 1.0  # 0 disables
+    # Epochs without improvement before stopping (0: never). Generous, because under the cosine
+    # schedule validation often stalls mid-run and improves again as the rate decays.
+    early_stop_patience: int = 6
+    select_metric: str = "roc_auc"  # validation metric that picks best.pt
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"
+    workers: int | None = None  # data-loading processes; None: min(4, cpu count)
+    threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    seed: int = 0
+    out: str | None = None  # run folder; None: models/<name>
+    name: str | None = None  # run name when `out` is not given; None: <arch>-<px>px-<date-time>
+    overwrite: bool = False
+    pretrained: bool = True
+    weights_path: str | None = None
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the network
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    group_regex: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    save_every_steps: int = 50  # last.pt is also written every N steps, so a kill loses little
+    stop_after_steps: int | None = None  # stop as if killed after N steps (tests, time boxes)
+
+    def resolved_img_size_px(self) -> int:
+        if self.img_size_px:
+            return self.img_size_px
+        return 320 if self.detail else get_arch(self.arch).preprocessing.img_size_px
+
+    def preprocessing(self) -> Preprocessing:
+        return get_arch(self.arch).preprocessing.with_size(self.resolved_img_size_px())
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["augment"] = self.augment.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        values = dict(values)
+        augment = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("augment", {}).items()
+        }
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(
+            augment=AugmentConfig(**augment), **{k: v for k, v in values.items() if k in known}
+        )
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Raise UsageError, naming the flag and what it allows, for a config that cannot work."""
+    get_arch(config.arch)
+    checks = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+        (config.lr > 0, f"--lr must be positive, got {config.lr}"),
+        (0 <= config.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (0 <= config.ema_decay < 1, "--ema-decay must be in [0, 1)"),
+        (config.balance in ("auto", "on", "off"), "--balance must be auto, on or off"),
+        (
+            config.select_metric in SELECT_METRICS,
+            f"--select-metric must be one of {SELECT_METRICS}",
+        ),
+        (config.resolved_img_size_px() >= 32, "--img-size must be at least 32 px"),
+        (not (config.pretrained and config.weights_path), "--weights replaces --pretrained"),
+        (
+            not config.name or ("/" not in config.name and config.name not in (".", "..")),
+            f"--name must be a plain folder name, got {config.name!r} (use --out for a path)",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run was started with, to continue it with --resume."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a cfimg run folder (no config.json)")
+    return TrainConfig.from_dict(json.loads(path.read_text())["config"])
