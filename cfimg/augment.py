@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from cfimg.preprocess import Preprocessing
+from cfimg.preprocess import Preprocessing, resized_size
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     hflip: bool = False
+    # Native-scale crops: a random square of this side from the photo at the evaluation scale
+    # (shorter side resize_px), so training sees the pixels inference sees, a few px wide cues
+    # included, while the fully convolutional network still covers the whole frame at inference.
+    # None: a resized view of most of the frame (crop_scale), at the model's input size.
+    native_crop_px: int | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -79,6 +84,18 @@ def random_resized_crop_box(
     return left, top, left + side, top + side
 
 
+def native_crop(
+    image: Image.Image, prep: Preprocessing, size_px: int, generator: torch.Generator
+) -> Image.Image:
+    """A random size_px square of `image` at the evaluation scale (shorter side resize_px)."""
+    scaled = resized_size(image.width, image.height, prep.resize_px)
+    if scaled != image.size:
+        image = image.resize(scaled, prep.pil_filter)
+    left = int(_uniform(generator, 0, image.width - size_px + 1))
+    top = int(_uniform(generator, 0, image.height - size_px + 1))
+    return image.crop((left, top, left + size_px, top + size_px))
+
+
 def _perspective_coeffs(size: int, strength: float, generator: torch.Generator) -> list[float]:
     """Coefficients for Image.transform(PERSPECTIVE) that move each corner by up to `strength`."""
     d = strength * size
@@ -95,10 +112,15 @@ def _perspective_coeffs(size: int, strength: float, generator: torch.Generator) 
 def augment_image(
     image: Image.Image, prep: Preprocessing, aug: AugmentConfig, generator: torch.Generator
 ) -> np.ndarray:
-    """RGB photo -> uint8 [S, S, 3] training view, resampled with the card's interpolation."""
-    size = prep.img_size_px
-    box = random_resized_crop_box(image.width, image.height, aug, generator)
-    view = image.resize((size, size), prep.pil_filter, box=box)
+    """RGB photo -> uint8 [S, S, 3] training view, resampled with the card's interpolation
+    (S: native_crop_px when set, else the model's input size)."""
+    if aug.native_crop_px is None:
+        size = prep.img_size_px
+        box = random_resized_crop_box(image.width, image.height, aug, generator)
+        view = image.resize((size, size), prep.pil_filter, box=box)
+    else:
+        size = aug.native_crop_px
+        view = native_crop(image, prep, size, generator)
     fill = tuple(int(c) for c in np.asarray(view).reshape(-1, 3).mean(axis=0))
     if aug.rotate_deg > 0:
         angle = _uniform(generator, -aug.rotate_deg, aug.rotate_deg)
@@ -128,4 +150,6 @@ def augment_image(
 
 def decode_size_for_training(prep: Preprocessing, aug: AugmentConfig) -> int:
     """Shorter side to decode at so the smallest random crop is not upsampled much."""
+    if aug.native_crop_px is not None:
+        return prep.resize_px  # native crops are taken at the evaluation scale
     return math.ceil(prep.resize_px / math.sqrt(max(aug.crop_scale[0], 0.25)))

@@ -91,7 +91,7 @@ def _commands(work: Path) -> list[tuple[str, list[str]]]:
             "train",
             [
                 "train", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "8",
-                "--img-size", "96", "--workers", "0", "--threads", "1", "--weight-decay", "0",
+                "--img-size", "96", "--workers", "0", "--threads", "1", "--weight-decay", "0", "--ema-decay", "0", "--no-amp",
                 "--quiet", "--seed", "1",
             ],
         ),

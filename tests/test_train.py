@@ -402,3 +402,86 @@ def test_config_json_names_what_weight_decay_leaves_out(tmp_path):
     write_config(tmp_path, config, config.preprocessing(), [], "0" * 16, {}, DistributedContext())
     resolved = json.loads((tmp_path / "config.json").read_text())["resolved"]
     assert resolved["no_weight_decay"] == "1-D parameters: norm weights and biases"
+
+
+# --- the recipe's levers for fine local cues -----------------------------------------------------
+
+
+def test_ema_warms_up_so_a_run_of_a_few_dozen_steps_is_not_the_random_head():
+    from cfimg.train.optim import ema_decay_at, make_ema
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = make_ema(model, decay=0.99)
+    for _step in range(45):  # 100 photos, 80 for training, batch 32, 15 epochs
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        ema.update_parameters(model)
+    # A fixed 0.99 would hold 1 - 0.99**44 = 0.36 of the trained weight; the warm-up ~0.97.
+    assert float(ema.module.weight.detach()) > 0.9
+    assert ema_decay_at(10_000, 0.99) == 0.99 and ema_decay_at(1, 0.99) < 0.5
+
+
+def test_native_crops_keep_the_evaluation_scale_and_the_crop_side():
+    prep = Preprocessing(img_size_px=64, resize_px=64)
+    stripes = np.zeros((128, 128, 3), np.uint8)
+    stripes[:, ::4] = 255  # a 4 px period at 128 px; 2 px at the evaluation scale (64)
+    aug = replace(AugmentConfig(), native_crop_px=24, rotate_deg=0, perspective_p=0, blur_p=0)
+    aug = replace(aug, jpeg_p=0, noise_p=0, brightness=0, contrast=0)
+    view = augment_image(Image.fromarray(stripes), prep, aug, sample_generator(0, 0, 0))
+    assert view.shape == (24, 24, 3)
+    row = view[12, :, 0].astype(int)
+    assert np.abs(np.diff(row)).mean() > 60  # still alternating every pixel: not resampled away
+
+
+def test_layer_decay_gives_the_head_the_full_rate_and_the_stem_the_least():
+    from cfimg.heads import HeadSpec
+    from cfimg.models import ClassifierWithPreprocessing, create_model, head_parameter_names
+    from cfimg.train.optim import make_optimizer, set_learning_rate
+
+    network = create_model("mobilenet_v3_small", head=HeadSpec("attn"), pretrained=False)
+    model = ClassifierWithPreprocessing(network, Preprocessing())
+    heads = {f"network.{n}" for n in head_parameter_names(network)}
+    config = TrainConfig(data="unused", layer_decay=0.8)
+    optimizer = make_optimizer(model, config, heads)
+    set_learning_rate(optimizer, 1e-3)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert rate[id(named["network.classifier.3.weight"])] == pytest.approx(1e-3)
+    assert rate[id(named["network.avgpool.pool.score.weight"])] == pytest.approx(1e-3)
+    stem = rate[id(named["network.features.0.0.weight"])]
+    assert stem == min(rate.values()) and stem < 1e-4
+    assert len(rate) == len(named)  # every parameter is trained, once
+
+
+@pytest.mark.slow
+def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    config = TrainConfig(
+        data=str(tiny_data),
+        epochs=1,
+        out=str(run),
+        pooling="attn",
+        head_dropout=0.1,
+        layer_decay=0.7,
+        augment=AugmentConfig(native_crop_px=24),
+        **TINY,
+    )
+    _quiet_train(config)
+    _model, card = load_model(run)
+    assert (card.head.pooling, card.head.dropout) == ("attn", 0.1)
+    assert card.preprocessing.img_size_px == 32  # inference still covers the whole frame
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--pooling", "median"], "--pooling must be one of"),
+        (["--crop", "4096"], "--crop must be between"),
+        (["--layer-decay", "1.5"], "--layer-decay must be in"),
+    ],
+)
+def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):
+    code, _out, err = run_cli(["train", tiny_data, "--out", tmp_path / "r", *flags])
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1

@@ -44,7 +44,17 @@ def train_command(
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
     balance: str = typer.Option("auto", "--balance", help="Class-weighted loss: auto|on|off."),
     ema_decay: float = typer.Option(0.99, "--ema-decay", help="Per-step EMA decay; 0 = off."),
-    freeze_backbone_epochs: int = typer.Option(0, "--freeze-backbone-epochs"),
+    freeze_backbone_epochs: int = typer.Option(
+        0, "--freeze-backbone-epochs", help="Train only the head (and its pooling) first."
+    ),
+    pooling: str = typer.Option("avg", "--pooling", help="Head pooling: avg|max|avgmax|gem|attn."),
+    head_dropout: float | None = typer.Option(None, "--head-dropout", help="[the arch's own]"),
+    crop: int | None = typer.Option(
+        None, "--crop", help="Train on random native-scale crops of this side (px) [off]."
+    ),
+    layer_decay: float = typer.Option(
+        1.0, "--layer-decay", help="Layer-wise lr decay per block from the head; 1 = off."
+    ),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
     patience: int = typer.Option(6, "--patience", help="Early stop after N flat epochs; 0 = off."),
     select_metric: str = typer.Option("roc_auc", "--select-metric", help="Picks best.pt."),
@@ -65,7 +75,9 @@ def train_command(
     resume: str | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
     weights: str | None = typer.Option(None, "--weights", help="Start from this local file."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    amp: bool = typer.Option(
+        True, "--amp/--no-amp", help="Mixed precision: CUDA, and CPUs with native bf16."
+    ),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     val_frac: float = typer.Option(0.15, "--val-frac"),
     test_frac: float = typer.Option(0.15, "--test-frac"),
@@ -105,10 +117,13 @@ def train_command(
             balance=balance,
             ema_decay=ema_decay,
             freeze_backbone_epochs=freeze_backbone_epochs,
+            pooling=pooling,
+            head_dropout=head_dropout,
+            layer_decay=layer_decay,
             grad_clip_norm=grad_clip,
             early_stop_patience=patience,
             select_metric=select_metric,
-            augment=AugmentConfig(hflip=hflip),
+            augment=AugmentConfig(hflip=hflip, native_crop_px=crop),
             device=device,
             workers=workers,
             threads=threads,

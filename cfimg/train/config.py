@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cfimg.augment import AugmentConfig
 from cfimg.errors import UsageError
+from cfimg.heads import POOLINGS, HeadSpec
 from cfimg.imageio import DEFAULT_MAX_PIXELS
 from cfimg.models import DEFAULT_ARCH, get_arch
 from cfimg.preprocess import Preprocessing
@@ -31,7 +32,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     balance: str = "auto"  # class-weighted loss: auto (when classes differ by >1.5x) | on | off
-    ema_decay: float = 0.99  # per step; 0 disables the EMA of weights
+    ema_decay: float = 0.99  # per step, reached after a warm-up (see optim.ema_decay_at); 0: off
+    pooling: str = "avg"  # the head's pooling (cfimg.heads.POOLINGS)
+    head_dropout: float | None = None  # None: the architecture's own
+    layer_decay: float = 1.0  # layer-wise lr decay: block k of K from the head trains at d^(K-k)
     freeze_backbone_epochs: int = 0  # train only the classifier head for the first N epochs
     grad_clip_norm: float = 1.0  # 0 disables
     # Epochs without improvement before stopping (0: never). Generous, because under the cosine
@@ -62,6 +66,9 @@ class TrainConfig:
         if self.img_size_px:
             return self.img_size_px
         return 320 if self.detail else get_arch(self.arch).preprocessing.img_size_px
+
+    def head(self) -> HeadSpec:
+        return HeadSpec(pooling=self.pooling, dropout=self.head_dropout)
 
     def preprocessing(self) -> Preprocessing:
         return get_arch(self.arch).preprocessing.with_size(self.resolved_img_size_px())
@@ -98,6 +105,18 @@ def validate_config(config: TrainConfig) -> None:
             f"--select-metric must be one of {SELECT_METRICS}",
         ),
         (config.resolved_img_size_px() >= 32, "--img-size must be at least 32 px"),
+        (config.pooling in POOLINGS, f"--pooling must be one of {', '.join(POOLINGS)}"),
+        (
+            config.head_dropout is None or 0 <= config.head_dropout < 1,
+            "--head-dropout must be in [0, 1)",
+        ),
+        (
+            config.augment.native_crop_px is None
+            or 16 <= config.augment.native_crop_px <= config.preprocessing().resize_px,
+            f"--crop must be between 16 px and the resize side "
+            f"({config.preprocessing().resize_px} px)",
+        ),
+        (0 < config.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
         (not (config.pretrained and config.weights_path), "--weights replaces --pretrained"),
         (
             not config.name or ("/" not in config.name and config.name not in (".", "..")),

@@ -181,7 +181,10 @@ def build_training_parts(
     """The seeded model behind cfimg's uint8 preprocessing, AdamW, EMA, AMP and the loss."""
     torch.manual_seed(config.seed)
     network = create_model(
-        config.arch, pretrained=config.pretrained, weights_path=config.weights_path
+        config.arch,
+        head=config.head(),
+        pretrained=config.pretrained,
+        weights_path=config.weights_path,
     )
     model = ClassifierWithPreprocessing(network, prep).to(ctx.device)
     if ctx.device.startswith("cuda") and config.channels_last:
@@ -192,16 +195,17 @@ def build_training_parts(
         weight=weights.to(ctx.device) if weights is not None else None,
         label_smoothing=config.label_smoothing,
     )
+    head_names = {f"network.{name}" for name in head_parameter_names(network)}
     trained = ctx.wrap(model)
     return TrainingParts(
         model=model,
         forward=torch.compile(trained) if config.compile else trained,
         ema=make_ema(model, config.ema_decay),
-        optimizer=make_optimizer(model, config),
+        optimizer=make_optimizer(model, config, head_names),
         scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
         criterion=criterion,
         amp_dtype=dtype,
-        head_names={f"network.{name}" for name in head_parameter_names(network)},
+        head_names=head_names,
     )
 
 

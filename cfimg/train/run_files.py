@@ -176,6 +176,7 @@ class RunIdentity:
         headline = {k: metrics[k] for k in CARD_METRICS if k in metrics}
         return ModelCard(
             arch=self.config.arch,
+            head=self.config.head(),
             preprocessing=self.prep,
             metrics={**headline, "epoch": epoch, "split": "val"},
             data_fingerprint=self.fingerprint,
