@@ -192,7 +192,7 @@ def _export(run, summary: DemoSummary) -> Path:
 
 
 def _predict(model_path: Path, incoming: Path, out_csv: Path, progress: bool):
-    from cfimg.pipeline import predict_paths
+    from cfimg.predict import predict_paths
 
     return predict_paths(
         model_path, [str(incoming)], out_csv, overwrite=True, sort=True, progress=progress

@@ -8,15 +8,19 @@ the interpolation the model card names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from cfimg.augment import AugmentConfig, augment_image, decode_size_for_training
 from cfimg.errors import ImageLoadError, one_line
 from cfimg.imageio import DEFAULT_MAX_PIXELS, image_size, load_rgb
 from cfimg.preprocess import Preprocessing, preprocess_image
+
+if TYPE_CHECKING:  # training views need torch; predict's decode workers must not import it
+    import torch
+
+    from cfimg.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,11 @@ class ModelInput:
 
 def decode_side_px(prep: Preprocessing, view: TrainView | None = None) -> int:
     """Shorter side a JPEG may be draft-decoded down to without losing what the input needs."""
-    return prep.resize_px if view is None else decode_size_for_training(prep, view.aug)
+    if view is None:
+        return prep.resize_px
+    from cfimg.augment import decode_size_for_training
+
+    return decode_size_for_training(prep, view.aug)
 
 
 def load_model_input(
@@ -70,6 +78,8 @@ def load_model_input(
         if view is None:
             pixels = preprocess_image(image, prep)
         else:
+            from cfimg.augment import augment_image
+
             pixels = augment_image(image, prep, view.aug, view.generator)
     except ImageLoadError as exc:
         width, height = _header_size(path) if with_size else (None, None)

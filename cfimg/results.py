@@ -1,5 +1,7 @@
 """Result files of `cfimg predict`: one row per input path, CSV or JSONL by the file's extension.
 
+Each format is one class (CsvFormat, JsonlFormat: the ResultFormat interface) in RESULT_FORMATS,
+by suffix; everything else here (scan, resume, write, sort, merge) works for any of them.
 Rows are appended a batch at a time with one `write` call of whole lines, so a killed run leaves
 complete rows plus at most one partial line at the end; reading a file back (`--resume`, `merge`)
 ignores that partial line and `open_result_writer(..., resume=True)` cuts it off before appending.
@@ -18,13 +20,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
-from cfimg.errors import UsageError, one_line  # noqa: F401  (re-exported for pipeline)
+from cfimg.errors import UsageError
 from cfimg.fileio import atomic_open
 from cfimg.inputs import path_key
 
 VERDICT_ERROR = "error"
-RESULT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 _FSYNC_INTERVAL_S = 1.0  # rows reach the OS every batch; the disk at most once a second
@@ -74,28 +76,158 @@ def _optional(kind, value):
     return None if value is None or value == "" else kind(value)
 
 
-def result_format(path: str | Path) -> str:
-    """'csv' or 'jsonl' from the file's extension; anything else is a usage error."""
+# -- formats ------------------------------------------------------------------------------------
+
+
+class ResultFormat(Protocol):
+    """How one kind of result file stores rows; RESULT_FORMATS maps a file suffix to one.
+
+    A file is `header` followed by `encode`d batches appended as they come, so each record
+    `encode` writes must be whole: a killed run then leaves complete records plus at most one
+    partial record at the end, which `records` skips."""
+
+    name: str  # as users say it: 'csv'
+    suffix: str  # lower case, with the dot: '.csv'
+    header: bytes  # what a new file starts with, b"" for none
+
+    def encode(self, rows: Iterable[PredictionRow]) -> bytes:
+        """Whole records for `rows`, ready for one write."""
+        ...
+
+    def records(
+        self, handle: BinaryIO, path, size: int
+    ) -> Iterator[tuple[PredictionRow, int, int]]:
+        """(row, start byte, end byte) of each complete record of the open file `handle` of
+        `size` bytes, in file order; a damaged record with more after it is a UsageError."""
+        ...
+
+    def decode(self, record: bytes) -> PredictionRow:
+        """The row of one record's bytes, as spanned by `records`."""
+        ...
+
+
+def _damaged(path, offset: int) -> UsageError:
+    return UsageError(
+        f"{path}: damaged row at byte {offset} with rows after it (not from an interrupted "
+        "run); fix or remove that line"
+    )
+
+
+def _row_from_csv_values(values: list[str]) -> PredictionRow:
+    return PredictionRow.from_strings(dict(zip(FIELD_NAMES, values, strict=True)))
+
+
+class CsvFormat:
+    """A header line, then one CSV row per PredictionRow (None as an empty field). A path with a
+    newline is quoted across lines, so records are read with a CSV reader, not by line."""
+
+    name = "csv"
+    suffix = ".csv"
+    header = CSV_HEADER.encode()
+
+    def encode(self, rows: Iterable[PredictionRow]) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in rows:
+            writer.writerow(["" if value is None else value for value in astuple(row)])
+        return buffer.getvalue().encode(_ENCODING, _ERRORS)
+
+    def records(
+        self, handle: BinaryIO, path, size: int
+    ) -> Iterator[tuple[PredictionRow, int, int]]:
+        header = handle.readline()
+        if not header:
+            return
+        if header != self.header:
+            if self.header.startswith(header) and not header.endswith(b"\n"):
+                return  # killed while writing the header
+            raise UsageError(
+                f"{path}: not a cfimg predict result file "
+                f"(its first line is not {CSV_HEADER.strip()!r})"
+            )
+        consumed = len(header)
+        last_line_complete = True
+
+        def lines() -> Iterator[str]:
+            nonlocal consumed, last_line_complete
+            for line in handle:
+                consumed += len(line)
+                last_line_complete = line.endswith(b"\n")
+                yield line.decode(_ENCODING, _ERRORS)
+
+        start = consumed
+        reader = csv.reader(lines())  # reads one physical line at a time, as a row needs them
+        while True:
+            try:
+                values = next(reader)
+                row = None
+                if last_line_complete and len(values) == len(FIELD_NAMES):
+                    row = _row_from_csv_values(values)
+            except StopIteration:
+                return
+            except (csv.Error, ValueError, KeyError):
+                row = None
+            if row is None:
+                if consumed >= size:
+                    return  # the last row, cut short by a kill
+                raise _damaged(path, start)
+            yield row, start, consumed
+            start = consumed
+
+    def decode(self, record: bytes) -> PredictionRow:
+        return _row_from_csv_values(
+            next(csv.reader(io.StringIO(record.decode(_ENCODING, _ERRORS))))
+        )
+
+
+class JsonlFormat:
+    """One JSON object per line, typed values (null for None), no header."""
+
+    name = "jsonl"
+    suffix = ".jsonl"
+    header = b""
+
+    def encode(self, rows: Iterable[PredictionRow]) -> bytes:
+        lines = [json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in rows]
+        return "".join(lines).encode(_ENCODING, _ERRORS)
+
+    def records(
+        self, handle: BinaryIO, path, size: int
+    ) -> Iterator[tuple[PredictionRow, int, int]]:
+        offset = 0
+        for line in handle:
+            end = offset + len(line)
+            if not line.endswith(b"\n"):
+                return  # cut short by a kill
+            if line.strip():  # blank lines (a hand-edited file) are skipped
+                try:
+                    row = self.decode(line)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    if end >= size:
+                        return  # the last row: treated like one cut short
+                    raise _damaged(path, offset) from None
+                yield row, offset, end
+            offset = end
+
+    def decode(self, record: bytes) -> PredictionRow:
+        return PredictionRow.from_strings(json.loads(record.decode(_ENCODING, _ERRORS)))
+
+
+RESULT_FORMATS: dict[str, ResultFormat] = {fmt.suffix: fmt for fmt in (CsvFormat(), JsonlFormat())}
+_SUFFIXES = " or ".join(RESULT_FORMATS)  # for messages: '.csv or .jsonl'
+
+
+def result_format(path: str | Path) -> ResultFormat:
+    """The format a result file's suffix names; any other suffix is a usage error."""
     suffix = Path(path).suffix.lower()
     if suffix not in RESULT_FORMATS:
-        raise UsageError(
-            f"{path}: output must end in .csv or .jsonl (got {suffix or 'no suffix'!r})"
-        )
+        raise UsageError(f"{path}: output must end in {_SUFFIXES} (got {suffix or 'no suffix'!r})")
     return RESULT_FORMATS[suffix]
 
 
 def encode_rows(rows: Iterable[PredictionRow], fmt: str) -> bytes:
-    """Whole lines for `rows`, ready for one write."""
-    if fmt == "jsonl":
-        lines = []
-        for row in rows:
-            lines.append(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
-        return "".join(lines).encode(_ENCODING, _ERRORS)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in astuple(row)])
-    return buffer.getvalue().encode(_ENCODING, _ERRORS)
+    """Whole records for `rows` in the format named `fmt` ('csv', 'jsonl'), ready for one write."""
+    return RESULT_FORMATS[f".{fmt}"].encode(rows)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -110,7 +242,7 @@ class ResultScan:
     verdict_counts: Counter = field(default_factory=Counter)
     error_counts: Counter = field(default_factory=Counter)
     rows: int = 0
-    complete_bytes: int = 0
+    complete_bytes: int = 0  # 0 while there is no complete row, header or not
     model_ids: set[str] = field(default_factory=set)
 
 
@@ -121,76 +253,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[PredictionRow, int, int]]:
     after it cannot come from a kill, and is a UsageError rather than a silent truncation."""
     fmt = result_format(path)
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if fmt == "csv":
-            yield from _iter_csv_records(handle, path, size)
-        else:
-            yield from _iter_jsonl_records(handle, path, size)
-
-
-def _damaged(path, offset: int) -> UsageError:
-    return UsageError(
-        f"{path}: damaged row at byte {offset} with rows after it (not from an interrupted "
-        "run); fix or remove that line"
-    )
-
-
-def _iter_jsonl_records(handle, path, size: int) -> Iterator[tuple[PredictionRow, int, int]]:
-    offset = 0
-    for line in handle:
-        end = offset + len(line)
-        if not line.endswith(b"\n"):
-            return  # cut short by a kill
-        if line.strip():  # blank lines (a hand-edited file) are skipped
-            try:
-                row = PredictionRow.from_strings(json.loads(line.decode(_ENCODING, _ERRORS)))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                if end >= size:
-                    return  # the last row: treated like one cut short
-                raise _damaged(path, offset) from None
-            yield row, offset, end
-        offset = end
-
-
-def _iter_csv_records(handle, path, size: int) -> Iterator[tuple[PredictionRow, int, int]]:
-    header = handle.readline()
-    if not header:
-        return
-    if header.decode(_ENCODING, _ERRORS) != CSV_HEADER:
-        if CSV_HEADER.encode().startswith(header) and not header.endswith(b"\n"):
-            return  # killed while writing the header
-        raise UsageError(
-            f"{path}: not a cfimg predict result file "
-            f"(its first line is not {CSV_HEADER.strip()!r})"
-        )
-    consumed = len(header)
-    last_line_complete = True
-
-    def lines() -> Iterator[str]:
-        nonlocal consumed, last_line_complete
-        for line in handle:
-            consumed += len(line)
-            last_line_complete = line.endswith(b"\n")
-            yield line.decode(_ENCODING, _ERRORS)
-
-    start = consumed
-    reader = csv.reader(lines())  # reads one physical line at a time, as a row needs them
-    while True:
-        try:
-            values = next(reader)
-            row = None
-            if last_line_complete and len(values) == len(FIELD_NAMES):
-                row = PredictionRow.from_strings(dict(zip(FIELD_NAMES, values, strict=True)))
-        except StopIteration:
-            return
-        except (csv.Error, ValueError, KeyError):
-            row = None
-        if row is None:
-            if consumed >= size:
-                return  # the last row, cut short by a kill
-            raise _damaged(path, start)
-        yield row, start, consumed
-        start = consumed
+        yield from fmt.records(handle, path, os.fstat(handle.fileno()).st_size)
 
 
 def read_results(path: str | Path) -> Iterator[PredictionRow]:
@@ -215,8 +278,6 @@ def scan_results(path: str | Path) -> ResultScan:
         scan.model_ids.add(row.model_id)
         scan.rows += 1
         scan.complete_bytes = end
-    if scan.rows == 0 and result_format(path) == "csv":
-        scan.complete_bytes = 0  # no rows: rewrite the header too (it may be partial)
     return scan
 
 
@@ -226,7 +287,7 @@ def scan_results(path: str | Path) -> ResultScan:
 class ResultWriter:
     """Appends batches of rows to a result file, each batch with one write of whole lines."""
 
-    def __init__(self, path: str | Path, fd: int, fmt: str):
+    def __init__(self, path: str | Path, fd: int, fmt: ResultFormat):
         self.path = Path(path)
         self.format = fmt
         self._fd = fd
@@ -234,7 +295,7 @@ class ResultWriter:
 
     def write(self, rows: Sequence[PredictionRow]) -> None:
         if rows:
-            _write_all(self._fd, encode_rows(rows, self.format))
+            _write_all(self._fd, self.format.encode(rows))
             if time.monotonic() - self._last_sync >= _FSYNC_INTERVAL_S:
                 os.fsync(self._fd)
                 self._last_sync = time.monotonic()
@@ -262,24 +323,24 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def check_output_path(path: str | Path, *, resume: bool, overwrite: bool) -> str:
-    """The output's format; refuses to clobber an existing file unless told to."""
+    """The output format's name; refuses to clobber an existing file unless told to."""
     fmt = result_format(path)
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{path}: --out is a folder; give a .csv or .jsonl file name")
+        raise UsageError(f"{path}: --out is a folder; give a {_SUFFIXES} file name")
     if path.exists() and not (resume or overwrite):
         raise UsageError(
             f"{path} already exists; pass --resume to add the missing rows or --overwrite to "
             "start again"
         )
-    return fmt
+    return fmt.name
 
 
 def open_result_writer(
     path: str | Path, *, resume: bool, scan: ResultScan | None = None
 ) -> ResultWriter:
     """Open `path` for appending rows. With `resume` and an existing file, cut off a partial
-    last line (from a killed run) first; otherwise start a new file (with the CSV header)."""
+    last line (from a killed run) first; otherwise start a new file (with its format's header)."""
     fmt = result_format(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,15 +351,14 @@ def open_result_writer(
             os.ftruncate(fd, scan.complete_bytes)
             os.close(fd)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            if scan.complete_bytes == 0 and fmt == "csv":
-                _write_all(fd, CSV_HEADER.encode())
+            if scan.complete_bytes == 0:  # no rows: (re)write the header, it may be partial
+                _write_all(fd, fmt.header)
         except BaseException:
             os.close(fd)
             raise
         return ResultWriter(path, fd, fmt)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
-    if fmt == "csv":
-        _write_all(fd, CSV_HEADER.encode())
+    _write_all(fd, fmt.header)
     return ResultWriter(path, fd, fmt)
 
 
@@ -362,29 +422,24 @@ def _rewrite(
     entries = list(chosen.values()) if dedupe else chosen
     entries.sort(key=lambda entry: entry[:3])
     out_format = result_format(out_path)
+    formats = [result_format(source) for source in sources]
     handles = [open(source, "rb") for source in sources]
     try:
         with atomic_open(out_path, "wb") as out:
-            if out_format == "csv":
-                out.write(CSV_HEADER.encode())
+            out.write(out_format.header)
             for chunk in _chunks(entries, 1000):
-                out.write(encode_rows(_reread(handles, sources, chunk), out_format))
+                out.write(out_format.encode(_reread(handles, formats, chunk)))
     finally:
         for handle in handles:
             handle.close()
     return len(entries)
 
 
-def _reread(handles, sources, entries) -> Iterator[PredictionRow]:
+def _reread(handles, formats, entries) -> Iterator[PredictionRow]:
     for entry in entries:
         _, index, start, end = entry[:4]
         handles[index].seek(start)
-        data = handles[index].read(end - start).decode(_ENCODING, _ERRORS)
-        if result_format(sources[index]) == "jsonl":
-            yield PredictionRow.from_strings(json.loads(data))
-        else:
-            values = next(csv.reader(io.StringIO(data)))
-            yield PredictionRow.from_strings(dict(zip(FIELD_NAMES, values, strict=True)))
+        yield formats[index].decode(handles[index].read(end - start))
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

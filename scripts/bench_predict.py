@@ -119,15 +119,16 @@ def naive_loop(checkpoint: str, folder: str) -> dict:
 
 def decode_alone(folder: str) -> dict:
     """CPU seconds per image of exactly what a decode worker does, in one process."""
+    from cfimg.imageio import DEFAULT_MAX_PIXELS
     from cfimg.models import DEFAULT_ARCH, get_arch
-    from cfimg.pipeline import decode_image
+    from cfimg.predict import decode_for_rows
 
     prep = get_arch(DEFAULT_ARCH).preprocessing
     paths = [str(p) for p in sorted(Path(folder).glob("*.jpg"))]
-    decode_image(0, paths[0], prep)
+    decode_for_rows(paths[0], prep, DEFAULT_MAX_PIXELS)
     start_cpu, start = time.process_time(), time.perf_counter()
-    for seq, path in enumerate(paths):
-        assert decode_image(seq, path, prep).pixels is not None
+    for path in paths:
+        assert decode_for_rows(path, prep, DEFAULT_MAX_PIXELS).ok
     cpu = time.process_time() - start_cpu
     return {
         "cpu_s_per_image": cpu / len(paths),
@@ -179,7 +180,7 @@ def child(function: str, *args) -> dict:
 # (whose other commands' modules may import torch, a few hundred MiB of RSS).
 API_RUNNER = """
 import sys
-from cfimg.pipeline import predict_paths
+from cfimg.predict import predict_paths
 model, out, *inputs = sys.argv[1:]
 s = predict_paths(model, inputs, out, overwrite=True, progress=False)
 print(f"{s.rows_written} rows written to {out} at {s.images_per_s:.1f} images/s")

@@ -240,7 +240,7 @@ def test_unreadable_file_is_an_error_row(run_cli, models, photos, tmp_path):
 
 
 def test_a_crashing_decoder_costs_only_its_file(models, photos, crash_hooks, tmp_path, write_image):
-    from cfimg.pipeline import predict_paths
+    from cfimg.predict import predict_paths
 
     write_image(photos / "crash-me.png", size_px=(48, 40))
     summary = predict_paths(
@@ -256,7 +256,7 @@ def test_a_crashing_decoder_costs_only_its_file(models, photos, crash_hooks, tmp
 
 def test_a_hanging_decoder_is_stopped_after_the_timeout(models, photos, crash_hooks, write_image):
     from cfimg.engines import load_engine
-    from cfimg.pipeline import classify
+    from cfimg.predict import classify
 
     hanging = str(write_image(photos / "hang-me.png", size_px=(48, 40)))
     paths = [str(photos / "p01.png"), hanging, str(photos / "p02.png")]
@@ -282,7 +282,7 @@ def test_decode_workers_that_cannot_start_end_the_run_with_one_line(
 
 
 def test_paths_are_pulled_lazily_as_room_frees_up(tmp_path):
-    from cfimg.pipeline import DecodePool
+    from cfimg.predict import DecodePool
 
     pulled = 0
 
@@ -300,9 +300,39 @@ def test_paths_are_pulled_lazily_as_room_frees_up(tmp_path):
         assert pulled <= 3 + 8 + 8 + 1  # taken + in flight + ordered queue + one look-ahead
 
 
+def test_classify_images_runs_the_engine_once_on_the_decoded_and_keeps_order():
+    from cfimg.model_input import ModelInput
+    from cfimg.predict import classify_images
+
+    class HalfSure:  # p_counterfeit 0.75 for every image, counting its calls
+        card = ModelCard(arch="x", preprocessing=Preprocessing(), model_id="card@1")
+        batches: list[int] = []
+
+        def predict(self, pixels):
+            self.batches.append(len(pixels))
+            return np.tile([0.25, 0.75], (len(pixels), 1)), None
+
+    pixels = np.zeros((2, 2, 3), np.uint8)
+    images = [
+        ModelInput("a.jpg", pixels, "", 4, 3),
+        ModelInput("bad.jpg", None, "empty file"),
+        ModelInput("b.jpg", pixels, "", 5, 6),
+    ]
+    engine = HalfSure()
+    rows = classify_images(engine, images, threshold=0.8)
+    assert engine.batches == [2]
+    assert [(r.path, r.verdict, r.p_counterfeit) for r in rows] == [
+        ("a.jpg", "genuine", 0.75),
+        ("bad.jpg", "error", None),
+        ("b.jpg", "genuine", 0.75),
+    ]
+    assert (rows[1].error, rows[2].width, rows[2].height) == ("empty file", 5, 6)
+    assert {(r.threshold, r.model_id) for r in rows} == {(0.8, "card@1")}
+
+
 def test_decode_workers_never_import_torch_or_onnxruntime():
-    # A worker runs `from cfimg.pipeline import _worker_entry` in a fresh interpreter.
-    probe = "import sys, cfimg.pipeline; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    # A worker runs `from cfimg.predict.decode_pool import _worker_entry` in a fresh interpreter.
+    probe = "import sys, cfimg.predict; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
 
@@ -331,7 +361,7 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(
     with open(out, "ab") as handle:  # as if killed in the middle of writing a row
         handle.write(f"{root}/slow39.png,genu".encode())
 
-    from cfimg.pipeline import predict_paths
+    from cfimg.predict import predict_paths
 
     summary = predict_paths(models["onnx"], [str(root)], out, resume=True, progress=False)
     rows = rows_by_path(out)
@@ -394,7 +424,7 @@ def test_onnx_and_pt_engines_agree(run_cli, models, photos, tmp_path):
 
 
 def test_decoding_in_the_main_process_gives_the_same_rows(models, photos, tmp_path):
-    from cfimg.pipeline import predict_paths
+    from cfimg.predict import predict_paths
 
     for workers in (0, 2):
         predict_paths(

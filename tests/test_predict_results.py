@@ -11,6 +11,7 @@ import pytest
 from cfimg.errors import UsageError
 from cfimg.results import (
     CSV_HEADER,
+    RESULT_FORMATS,
     PredictionRow,
     check_output_path,
     encode_rows,
@@ -18,6 +19,7 @@ from cfimg.results import (
     merge_results,
     open_result_writer,
     read_results,
+    result_format,
     scan_results,
     sort_results,
 )
@@ -193,3 +195,19 @@ def test_record_spans_cover_the_file_exactly(tmp_path):
     assert spans[0][0] == len(CSV_HEADER)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
     assert spans[-1][1] == out.stat().st_size
+
+
+@pytest.mark.parametrize("fmt", RESULT_FORMATS.values(), ids=lambda fmt: fmt.name)
+def test_every_format_decodes_each_record_span_back_to_its_row(tmp_path, fmt):
+    rows = [row(p, 0.25 + i / 10) for i, p in enumerate(ODD_PATHS)] + [row("bad.jpg", None)]
+    out = tmp_path / f"r{fmt.suffix}"
+    out.write_bytes(fmt.header + fmt.encode(rows[:2]) + fmt.encode(rows[2:]))
+    data = out.read_bytes()
+    records = list(iter_records(out))
+    assert [record_row for record_row, _, _ in records] == rows
+    assert [fmt.decode(data[start:end]) for _, start, end in records] == rows
+
+
+def test_the_format_is_chosen_by_suffix_in_any_case(tmp_path):
+    assert result_format(tmp_path / "R.CSV").name == "csv"
+    assert result_format(tmp_path / "r.JsonL").name == "jsonl"

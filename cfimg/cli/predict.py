@@ -109,7 +109,7 @@ def predict_command(
 
     from cfimg.errors import ModelFileError, UsageError
     from cfimg.imageio import DEFAULT_MAX_PIXELS
-    from cfimg.pipeline import predict_paths
+    from cfimg.predict import predict_paths
 
     # --review's own mistakes surface now, not after the whole batch has been classified.
     if review is not None and top < 1:

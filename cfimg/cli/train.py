@@ -8,6 +8,8 @@ import typer
 # command, predict included) never imports torch; tests check the two lists agree.
 ARCH_NAMES = (
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "resnet18",
     "resnet50",
     "mobilenet_v3_small",

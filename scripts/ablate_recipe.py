@@ -1,0 +1,179 @@
+"""Ablation of the training recipe: each lever alone on top of a baseline, and the combination.
+
+    python scripts/ablate_recipe.py --work ablation                # synthesises med2000 if needed
+    python scripts/ablate_recipe.py --work ablation --recipes baseline,combined --seeds 0,1
+    python scripts/ablate_recipe.py --work ablation --table        # Markdown from results.jsonl
+
+Every run trains with `cfimg.train.train` on the synthetic medium set (`cfimg synth med --n 2000
+--seed 0 --difficulty medium --size 512`), picks best.pt on validation, and is scored on the
+grouped test split with `cfimg.evaluate.evaluate` (balanced accuracy at the validation-fitted
+threshold, ROC-AUC). One JSON line per finished run is appended to WORK/results.jsonl, so an
+interrupted ablation continues where it stopped; each line carries the matmul GFLOP/s measured
+just before the run, the training minutes and images/s, so runs on this shared machine can be
+compared. The table gives the mean over seeds and the seed spread (max - min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
+
+from cfimg.augment import AugmentConfig  # noqa: E402
+from cfimg.benchutil import matmul_gflops  # noqa: E402
+from cfimg.train import TrainConfig  # noqa: E402
+
+# The recipe before this ablation: 224 px input resized from the whole photo, average pooling.
+BASELINE = dict(img_size_px=224, epochs=12, early_stop_patience=0)
+# Inference covers the full 512 px frame through the fully convolutional network.
+FULL_FRAME = dict(img_size_px=512)
+
+# name -> (what it changes, TrainConfig overrides on top of BASELINE)
+RECIPES: dict[str, tuple[str, dict]] = {
+    "baseline": ("224 px resized view, avg pooling, EMA warmed up", {}),
+    "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
+    "full_frame": ("512 px input (full frame), resized crops", FULL_FRAME),
+    "native_crop": (
+        "full frame at inference, 256 px native-scale training crops",
+        {**FULL_FRAME, "augment": AugmentConfig(native_crop_px=256)},
+    ),
+    "max_pool": ("max pooling", dict(pooling="max")),
+    "attn_pool": ("gated attention pooling", dict(pooling="attn")),
+    "gem_pool": ("GeM pooling", dict(pooling="gem")),
+    "head_first": ("1 epoch head only, then all", dict(freeze_backbone_epochs=1)),
+    "layer_decay": ("layer-wise lr decay 0.8", dict(layer_decay=0.8)),
+    "no_bf16": ("fp32 instead of bf16 autocast", dict(amp=False)),
+    "combined": (
+        "native crops 256 + full frame + attention pooling + layer decay 0.8",
+        {
+            **FULL_FRAME,
+            "augment": AugmentConfig(native_crop_px=256),
+            "pooling": "attn",
+            "layer_decay": 0.8,
+        },
+    ),
+}
+
+
+def synthesise_if_missing(data: Path) -> None:
+    if (data / "manifest.csv").is_file():
+        return
+    from cfimg.synth import generate_dataset
+
+    generate_dataset(data, n_images=2000, seed=0, difficulty="medium", size_px=512, progress=False)
+
+
+def done_runs(results: Path) -> set[tuple[str, int]]:
+    if not results.is_file():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(row["recipe"], row["seed"]) for row in rows}
+
+
+def run_one(data: Path, work: Path, recipe: str, seed: int, epochs: int | None) -> dict:
+    from cfimg.evaluate import evaluate
+    from cfimg.train import train
+
+    overrides = {**BASELINE, **RECIPES[recipe][1]}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    run_dir = work / "runs" / f"{recipe}-s{seed}"
+    config = replace(
+        TrainConfig(data=str(data)), out=str(run_dir), overwrite=True, seed=seed, **overrides
+    )
+    gflops = matmul_gflops()
+    started = time.perf_counter()
+    result = train(config, progress=False, log=lambda line: print(f"  {line}", flush=True))
+    minutes = (time.perf_counter() - started) / 60
+    metrics = evaluate(run_dir, split="test", n_bootstrap=0, write_plots=False).report["metrics"]
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "test_balanced_accuracy": float(metrics["balanced_accuracy"]),
+        "test_roc_auc": float(metrics["roc_auc"]),
+        "val_balanced_accuracy": float(result.best_metrics.get("balanced_accuracy", float("nan"))),
+        "minutes": round(minutes, 2),
+        "images_per_s": round(mean_images_per_s(run_dir), 1),
+        "epochs": config.epochs,
+        "matmul_gflops": round(gflops),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def mean_images_per_s(run_dir: Path) -> float:
+    import csv
+
+    with open(run_dir / "metrics.csv") as handle:
+        values = [float(row["images_per_s"]) for row in csv.DictReader(handle)]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def table(results: Path) -> str:
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = [
+        "| recipe | what changes | test balanced acc. (mean, spread) | test ROC-AUC | minutes "
+        "| images/s | seeds | matmul GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for recipe, (what, _overrides) in RECIPES.items():
+        runs = [row for row in rows if row["recipe"] == recipe]
+        if not runs:
+            continue
+
+        def summary(key: str, runs=runs) -> str:
+            values = [row[key] for row in runs]
+            spread = max(values) - min(values)
+            return f"{statistics.fmean(values):.3f} (±{spread / 2:.3f})"
+
+        lines.append(
+            f"| {recipe} | {what} | {summary('test_balanced_accuracy')} | "
+            f"{summary('test_roc_auc')} | {statistics.fmean(r['minutes'] for r in runs):.1f} | "
+            f"{statistics.fmean(r['images_per_s'] for r in runs):.1f} | "
+            f"{','.join(str(r['seed']) for r in runs)} | "
+            f"{'/'.join(str(r['matmul_gflops']) for r in runs)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("ablation"))
+    parser.add_argument("--data", type=Path, help="labelled photos [WORK/med2000, synthesised]")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    parser.add_argument("--table", action="store_true", help="only print the Markdown table")
+    args = parser.parse_args(argv)
+    results = args.work / "results.jsonl"
+    if args.table:
+        print(table(results))
+        return 0
+    unknown = [r for r in args.recipes.split(",") if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; choose from {', '.join(RECIPES)}")
+    data = args.data or args.work / "med2000"
+    args.work.mkdir(parents=True, exist_ok=True)
+    synthesise_if_missing(data)
+    finished = done_runs(results)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for recipe in args.recipes.split(","):
+            if (recipe, seed) in finished:
+                continue
+            print(f"{recipe} seed {seed}: {RECIPES[recipe][0]}", flush=True)
+            row = run_one(data, args.work, recipe, seed, args.epochs)
+            print(json.dumps(row), flush=True)
+            with open(results, "a") as handle:  # one line per run: a kill loses only that run
+                handle.write(json.dumps(row) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
