@@ -7,8 +7,8 @@ scipy or torch. T is clamped to [MIN_TEMPERATURE, MAX_TEMPERATURE]: on a tiny or
 separable validation set the unconstrained optimum runs off to 0 (infinitely sharp) and the
 clamp keeps the stored model usable.
 
-Pure numpy on purpose: it is called at the end of training (torch loaded) and by `cfimg eval` on
-ONNX models (torch never loaded).
+Pure numpy on purpose: it is called at the end of training (torch) and by `cfimg eval` on
+models of either engine (PyTorch or onnxruntime).
 """
 
 from __future__ import annotations

@@ -4,12 +4,18 @@ Point estimates come from scikit-learn. Bootstrap confidence intervals resample 
 of one item move together, since they are not independent evidence) and evaluate each replicate
 as integer sample weights: threshold metrics from weighted confusion counts, ROC-AUC and PR-AUC
 from scikit-learn with `sample_weight`. Breakdowns repeat all of it per category or brand.
+
+Labels are class indices (cfimg.labels): COUNTERFEIT_INDEX, 1, is scikit-learn's positive label.
+A score at or above the threshold is a counterfeit verdict (cfimg.card.is_counterfeit).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
+
+from cfimg.card import is_counterfeit
+from cfimg.labels import COUNTERFEIT_INDEX
 
 
 def reliability_bins(
@@ -26,9 +32,9 @@ def reliability_bins(
     weight = (
         np.ones(len(labels)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     )
-    predicted = (p_counterfeit >= 0.5).astype(int)
-    confidence = np.where(predicted == 1, p_counterfeit, 1.0 - p_counterfeit)
-    correct = (predicted == labels).astype(np.float64)
+    predicted = is_counterfeit(p_counterfeit, 0.5)  # the more probable class; a tie: counterfeit
+    confidence = np.where(predicted, p_counterfeit, 1.0 - p_counterfeit)
+    correct = (predicted == (labels == COUNTERFEIT_INDEX)).astype(np.float64)
     edges = np.linspace(0.5, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     count = np.bincount(which, weights=weight, minlength=bins)
@@ -61,7 +67,7 @@ def classification_metrics(
     """Headline metrics; AUCs are NaN when only one class is present (they are undefined)."""
     labels = np.asarray(labels).astype(int)
     p_counterfeit = np.asarray(p_counterfeit, dtype=np.float64)
-    predicted = (p_counterfeit >= threshold).astype(int)
+    predicted = is_counterfeit(p_counterfeit, threshold).astype(int)
     both_classes = len(np.unique(labels)) == 2
     return {
         "n": int(len(labels)),
@@ -96,6 +102,27 @@ CI_METRICS = (
 )
 
 
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """{"n_genuine", "n_counterfeit"}: how many labels are of each class."""
+    n_counterfeit = int((np.asarray(labels).reshape(-1) == COUNTERFEIT_INDEX).sum())
+    return {"n_genuine": int(np.size(labels)) - n_counterfeit, "n_counterfeit": n_counterfeit}
+
+
+def confusion_counts(labels: np.ndarray, flagged: np.ndarray, weights: np.ndarray | None = None):
+    """{"tn", "fp", "fn", "tp"} of counterfeit verdicts `flagged` against `labels`: ints, or with
+    `weights` [B, N] (bootstrap multiplicities) one weighted count per row."""
+    counterfeit = labels == COUNTERFEIT_INDEX
+    cells = {
+        "tn": ~counterfeit & ~flagged,
+        "fp": ~counterfeit & flagged,
+        "fn": counterfeit & ~flagged,
+        "tp": counterfeit & flagged,
+    }
+    if weights is None:
+        return {name: int(cell.sum()) for name, cell in cells.items()}
+    return {name: weights @ cell for name, cell in cells.items()}
+
+
 def evaluation_metrics(
     labels: np.ndarray, p_counterfeit: np.ndarray, threshold: float = 0.5
 ) -> dict[str, float]:
@@ -103,19 +130,13 @@ def evaluation_metrics(
     items and the class counts."""
     labels = np.asarray(labels).astype(int).reshape(-1)
     p_counterfeit = np.asarray(p_counterfeit).reshape(-1)
-    predicted = (p_counterfeit >= threshold).astype(int)
-    tn, fp, fn, tp = (
-        int(v) for v in skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
-    )
+    counts = confusion_counts(labels, is_counterfeit(p_counterfeit, threshold))
+    fp, tn = counts["fp"], counts["tn"]
     return {
         **classification_metrics(labels, p_counterfeit, threshold),
         "fpr": fp / (fp + tn) if fp + tn else float("nan"),
-        "n_genuine": int((labels == 0).sum()),
-        "n_counterfeit": int((labels == 1).sum()),
-        "tn": tn,
-        "fp": fp,
-        "fn": fn,
-        "tp": tp,
+        **class_counts(labels),
+        **counts,
     }
 
 
@@ -137,14 +158,11 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _weighted_replicate_metrics(
-    labels: np.ndarray, p_counterfeit: np.ndarray, predicted: np.ndarray, weights: np.ndarray
+    labels: np.ndarray, p_counterfeit: np.ndarray, flagged: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The CI_METRICS for each row of `weights` [B, N] (bootstrap multiplicities)."""
-    pos, neg = labels == 1, labels == 0
-    tp = weights @ (pos & (predicted == 1))
-    fp = weights @ (neg & (predicted == 1))
-    fn = weights @ (pos & (predicted == 0))
-    tn = weights @ (neg & (predicted == 0))
+    counts = confusion_counts(labels, flagged, weights)
+    tp, fp, fn, tn = counts["tp"], counts["fp"], counts["fn"], counts["tn"]
     recall = _ratio(tp, tp + fn)
     precision = _ratio(tp, tp + fp)
     specificity = _ratio(tn, tn + fp)
@@ -194,7 +212,7 @@ def bootstrap_intervals(
         return {name: [float("nan"), float("nan")] for name in CI_METRICS}
     ids = group_ids(groups, labels.size)
     n_groups = int(ids.max()) + 1
-    predicted = (p_counterfeit >= threshold).astype(int)
+    flagged = is_counterfeit(p_counterfeit, threshold)
     rng = np.random.default_rng(seed)
     collected: dict[str, list[np.ndarray]] = {name: [] for name in CI_METRICS}
     chunk = max(1, min(n_resamples, 2_000_000 // max(labels.size, 1)))  # bounds [B, N] memory
@@ -205,7 +223,7 @@ def bootstrap_intervals(
         group_counts = np.bincount(offsets, minlength=size * n_groups).reshape(size, n_groups)
         weights = group_counts[:, ids].astype(np.float64)
         for name, values in _weighted_replicate_metrics(
-            labels, p_counterfeit, predicted, weights
+            labels, p_counterfeit, flagged, weights
         ).items():
             collected[name].append(values)
     tail = (1.0 - level) / 2 * 100

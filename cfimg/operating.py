@@ -12,6 +12,9 @@ approximately, while a last-bit difference in a recomputed score cannot flip a d
   at that precision; precision is not monotone in the threshold, so every candidate is checked).
 - target recall R: the highest threshold whose recall is >= R (the fewest false alarms).
 - target FPR F (false positives among genuine items): the lowest threshold whose FPR is <= F.
+
+`choose_operating_point` is what `cfimg eval` applies: the model card's threshold and band, or
+a target fitted on the fitting split, plus the band asked for.
 """
 
 from __future__ import annotations
@@ -20,7 +23,39 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cfimg.calibration import remap_threshold
+from cfimg.card import ModelCard, is_counterfeit
+from cfimg.errors import DatasetError
+from cfimg.labels import COUNTERFEIT_INDEX
+from cfimg.metrics import evaluation_metrics
+
 TARGET_KINDS = ("precision", "recall", "fpr")
+_TARGET_NAMES = {"precision": "precision", "recall": "recall", "fpr": "FPR"}
+
+
+def target_sign(kind: str) -> str:
+    """How a target of `kind` is met: the FPR is a ceiling, precision and recall are floors."""
+    return "<=" if kind == "fpr" else ">="
+
+
+def in_uncertain_band(p_counterfeit, band: tuple[float, float]):
+    """Whether p_counterfeit (one or an array) lies in [low, high): the "uncertain" verdict."""
+    low, high = band
+    return (p_counterfeit >= low) & (p_counterfeit < high)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An operating-point target: `kind` ("precision", "recall" or "fpr") and its value."""
+
+    kind: str
+    value: float
+
+    def describe(self) -> str:
+        return f"{_TARGET_NAMES[self.kind]} {target_sign(self.kind)} {self.value:g}"
+
+    def met_by(self, achieved: float) -> bool:
+        return achieved <= self.value if self.kind == "fpr" else achieved >= self.value
 
 
 @dataclass(frozen=True)
@@ -79,8 +114,9 @@ def _candidate_counts(labels: np.ndarray, scores: np.ndarray) -> _Counts:
         raise ValueError("scores contain NaN or infinity")
     above_all = np.nextafter(scores.max(), scores.dtype.type(np.inf))
     thresholds = np.append(np.unique(scores), above_all).astype(np.float64)
-    positive_scores = np.sort(scores[labels == 1]).astype(np.float64)
-    negative_scores = np.sort(scores[labels == 0]).astype(np.float64)
+    counterfeit = labels == COUNTERFEIT_INDEX
+    positive_scores = np.sort(scores[counterfeit]).astype(np.float64)
+    negative_scores = np.sort(scores[~counterfeit]).astype(np.float64)
     # Number of scores >= t for each candidate t: everything from the first index >= t on.
     tp = len(positive_scores) - np.searchsorted(positive_scores, thresholds, side="left")
     fp = len(negative_scores) - np.searchsorted(negative_scores, thresholds, side="left")
@@ -179,7 +215,7 @@ def uncertain_band_around(
     scores = _as_scores(scores)
     half = int(round(fraction * scores.size / 2))
     below = np.unique(scores[scores < threshold])[::-1]  # descending: nearest first
-    above = np.unique(scores[scores >= threshold])  # ascending: nearest first
+    above = np.unique(scores[is_counterfeit(scores, threshold)])  # ascending: nearest first
     dtype = scores.dtype.type
     # Whole distinct scores only, so that equal scores share one verdict.
     n_below = min(half, below.size)
@@ -211,23 +247,109 @@ def band_counts(
     labels = np.asarray(labels).astype(int).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     low, high = band
-    uncertain = (scores >= low) & (scores < high)
+    counterfeit = labels == COUNTERFEIT_INDEX
+    uncertain = in_uncertain_band(scores, band)
     decided = ~uncertain
-    flagged = decided & (scores >= threshold)
+    flagged = decided & is_counterfeit(scores, threshold)
     n_decided = int(decided.sum())
-    correct = int(((flagged == (labels == 1)) & decided).sum())
-    tp = int((flagged & (labels == 1)).sum())
+    correct = int(((flagged == counterfeit) & decided).sum())
+    tp = int((flagged & counterfeit).sum())
     return {
         "low": float(low),
         "high": float(high),
         "n": int(labels.size),
         "n_uncertain": int(uncertain.sum()),
-        "n_uncertain_genuine": int((uncertain & (labels == 0)).sum()),
-        "n_uncertain_counterfeit": int((uncertain & (labels == 1)).sum()),
+        "n_uncertain_genuine": int((uncertain & ~counterfeit).sum()),
+        "n_uncertain_counterfeit": int((uncertain & counterfeit).sum()),
         "coverage": n_decided / labels.size if labels.size else float("nan"),
         "accuracy_decided": correct / n_decided if n_decided else float("nan"),
         "precision_decided": tp / int(flagged.sum()) if flagged.any() else float("nan"),
-        "recall_decided": tp / int((decided & (labels == 1)).sum())
-        if (decided & (labels == 1)).any()
+        "recall_decided": tp / int((decided & counterfeit).sum())
+        if (decided & counterfeit).any()
         else float("nan"),
     }
+
+
+# --- what `cfimg eval` applies ------------------------------------------------------------
+
+
+def target_check(metrics: dict, target: Target | None) -> dict:
+    """The target metric's value in `metrics` and whether it meets the target (None: undefined)."""
+    if target is None:
+        return {"achieved": None, "target_met": None}
+    achieved = metrics[target.kind]
+    if achieved != achieved:  # NaN: e.g. no genuine item for an FPR
+        return {"achieved": achieved, "target_met": None}
+    return {"achieved": achieved, "target_met": bool(target.met_by(achieved))}
+
+
+def choose_operating_point(
+    card: ModelCard,
+    target: Target | None,
+    uncertain_band: tuple[float, float] | None,
+    uncertain_frac: float | None,
+    fit_labels: np.ndarray,
+    fit_p: np.ndarray,
+    *,
+    temperature: float,
+    fit_split: str,
+    evaluated_split: str,
+    notes: list[str],
+) -> tuple[float, tuple[float, float] | None, dict]:
+    """(threshold, band, {"source", "split", "point"}) on the probability scale of `temperature`.
+
+    Without a target: the card's threshold and band, re-expressed at `temperature`; with one:
+    the threshold fitted on (fit_labels, fit_p). An explicit band, or one fitted to hold
+    `uncertain_frac` of fit_p, replaces the default. Warnings a reader must see go to `notes`.
+    """
+
+    def remap(value: float) -> float:
+        return remap_threshold(value, card.temperature, temperature)
+
+    if target is None:
+        threshold = remap(card.threshold)
+        choice = {"source": "model card", "split": None, "point": None}
+        default_band = (
+            (remap(card.uncertain_band[0]), remap(card.uncertain_band[1]))
+            if card.uncertain_band
+            else None
+        )
+    else:
+        try:
+            point = fit_operating_point(fit_labels, fit_p, target.kind, target.value)
+        except ValueError as exc:
+            raise DatasetError(f"cannot fit {target.describe()} on {fit_split}: {exc}") from None
+        threshold = point.threshold
+        fit_metrics = evaluation_metrics(fit_labels, fit_p, threshold)
+        choice = {
+            "source": f"target {target.describe()}",
+            "split": fit_split,
+            "point": {
+                **point.to_dict(),
+                "fitted_on": fit_split,
+                "fit": {**fit_metrics, "split": fit_split},
+            },
+        }
+        default_band = None
+        if card.uncertain_band and uncertain_band is None and uncertain_frac is None:
+            notes.append(
+                "the model card's uncertain band belongs to its old threshold and is not used "
+                "with the new operating point; give --uncertain-band or --uncertain-frac"
+            )
+    if (target is not None or uncertain_frac is not None) and evaluated_split == fit_split:
+        notes.append(
+            f"the operating point was fitted and measured on the same split ({evaluated_split}): "
+            "its metrics there are optimistic; evaluate --split test for honest figures"
+        )
+    if uncertain_band is not None:
+        band = uncertain_band
+    elif uncertain_frac is not None:
+        band = uncertain_band_around(fit_p, threshold, uncertain_frac)
+    else:
+        band = default_band
+    if band is not None and not band[0] <= threshold <= band[1]:
+        notes.append(
+            f"the threshold {threshold:.4g} lies outside the uncertain band "
+            f"[{band[0]:.4g}, {band[1]:.4g})"
+        )
+    return threshold, band, choice

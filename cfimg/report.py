@@ -49,10 +49,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cfimg.card import VERDICT_COUNTERFEIT, VERDICT_GENUINE, VERDICT_UNCERTAIN, is_counterfeit
 from cfimg.fileio import atomic_write_bytes, atomic_write_text
+from cfimg.labels import CLASS_NAMES
+from cfimg.operating import in_uncertain_band, target_sign
 
+REPORT_SCHEMA = "cfimg.eval/1"
 MISCLASSIFIED_SHOWN_MD = 50
 PLOTS = ("roc", "pr", "confusion", "reliability", "histogram")
+CLASS_COLOURS = {"genuine": "tab:green", "counterfeit": "tab:red"}
 
 
 def json_safe(value):
@@ -107,15 +112,16 @@ def write_predictions_csv(path: Path, scored, p_counterfeit: np.ndarray, report:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         ["path", "label", "p_counterfeit", "predicted", "verdict", "correct", "category", "brand",
-         "item_id", "logit_genuine", "logit_counterfeit"]
+         "item_id", *(f"logit_{name}" for name in CLASS_NAMES)]
     )  # fmt: skip
     for sample, p, logits in zip(scored.samples, p_counterfeit, scored.logits, strict=True):
-        predicted = "counterfeit" if p >= threshold else "genuine"
-        verdict = "uncertain" if band and band["low"] <= p < band["high"] else predicted
+        predicted = VERDICT_COUNTERFEIT if is_counterfeit(p, threshold) else VERDICT_GENUINE
+        uncertain = band and in_uncertain_band(p, (band["low"], band["high"]))
+        verdict = VERDICT_UNCERTAIN if uncertain else predicted
         writer.writerow(
             [sample.path, sample.label_name, f"{float(p):.6f}", predicted, verdict,
              int(predicted == sample.label_name), sample.category, sample.brand, sample.item_id,
-             f"{float(logits[0]):.6f}", f"{float(logits[1]):.6f}"]
+             *(f"{float(logit):.6f}" for logit in logits)]
         )  # fmt: skip
     atomic_write_text(path, buffer.getvalue())
 
@@ -180,8 +186,8 @@ def write_plot_files(out_dir: Path, curves: dict, report: dict) -> None:
     figure = _figure(6.0, 4.0)
     axes = figure.add_subplot()
     edges = np.linspace(0, 1, 41)
-    for label, name, colour in ((0, "genuine", "tab:green"), (1, "counterfeit", "tab:red")):
-        axes.hist(p[labels == label], bins=edges, alpha=0.6, label=name, color=colour)
+    for label, name in enumerate(CLASS_NAMES):
+        axes.hist(p[labels == label], bins=edges, alpha=0.6, label=name, color=CLASS_COLOURS[name])
     axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     band = report["uncertain_band"]
     if band:
@@ -199,8 +205,8 @@ def _confusion_plot(path: Path, m: dict, threshold: float, split: str) -> None:
     for (row, col), value in np.ndenumerate(counts):
         colour = "white" if value > counts.max() / 2 else "black"
         axes.text(col, row, str(value), ha="center", va="center", color=colour, fontsize=14)
-    axes.set_xticks([0, 1], ["genuine", "counterfeit"])
-    axes.set_yticks([0, 1], ["genuine", "counterfeit"])
+    axes.set_xticks([0, 1], list(CLASS_NAMES))
+    axes.set_yticks([0, 1], list(CLASS_NAMES))
     axes.set(xlabel="predicted", ylabel="true", title=f"Confusion ({split}, t={threshold:.3g})")
     _save(figure, path)
 
@@ -233,7 +239,8 @@ def _reliability_plot(path: Path, curves: dict, report: dict) -> None:
 # --- markdown -----------------------------------------------------------------------------
 
 
-def _f(value, digits: int = 3) -> str:
+def format_metric(value, digits: int = 3) -> str:
+    """A metric for people: "n/a" when undefined (None, NaN), a count as it is."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -246,6 +253,15 @@ def _ci(ci: dict, name: str) -> str:
     if low is None or not math.isfinite(low):
         return "n/a"
     return f"[{low:.3f}, {high:.3f}]"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: a header line, its rule, one line per row."""
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
 HEADLINE = (
@@ -286,18 +302,17 @@ def markdown(report: dict) -> str:
         "",
         f"95% intervals: bootstrap over {m['ci_unit']}s, {m['ci_resamples']} resamples.",
         "",
-        "| metric | value | 95% CI |",
-        "|---|---|---|",
     ]
-    lines += [f"| {title} | {_f(m[key])} | {_ci(m['ci'], key)} |" for key, title in HEADLINE]
-    lines += [
-        "",
-        "| true \\ predicted | genuine | counterfeit |",
-        "|---|---|---|",
-        f"| genuine | {m['tn']} | {m['fp']} |",
-        f"| counterfeit | {m['fn']} | {m['tp']} |",
-        "",
-    ]
+    lines += _table(
+        ["metric", "value", "95% CI"],
+        [[title, format_metric(m[key]), _ci(m["ci"], key)] for key, title in HEADLINE],
+    )
+    lines += [""]
+    lines += _table(
+        ["true \\ predicted", *CLASS_NAMES],
+        [["genuine", m["tn"], m["fp"]], ["counterfeit", m["fn"], m["tp"]]],
+    )
+    lines += [""]
     lines += _operating_md(report) + _band_md(report) + _calibration_md(report)
     for by in ("category", "brand"):
         lines += _breakdown_md(by, report["breakdown"][by])
@@ -315,20 +330,21 @@ def _operating_md(report: dict) -> list[str]:
     reach = "reached" if point["reachable"] else "NOT reachable; closest threshold shown"
     met = {True: "met", False: "NOT met", None: "undefined"}[ev["target_met"]]
     name = point["target"]
+
+    def row(m: dict, role: str) -> list:
+        rates = [format_metric(m[key]) for key in ("precision", "recall", "fpr", "f1")]
+        return [m["split"], role, *rates, m["tp"], m["fp"], m["tn"], m["fn"]]
+
     return [
         "## Operating point",
         "",
-        f"Target {name} {'<=' if name == 'fpr' else '>='} {point['target_value']:g}: "
+        f"Target {name} {target_sign(name)} {point['target_value']:g}: "
         f"threshold {point['threshold']:.6g}, fitted on {point['fitted_on']} ({reach}).",
         "",
-        "| split | role | precision | recall | FPR | F1 | tp | fp | tn | fn |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {fit['split']} | fitted | {_f(fit['precision'])} | {_f(fit['recall'])} | "
-        f"{_f(fit['fpr'])} | {_f(fit['f1'])} | {fit['tp']} | {fit['fp']} | {fit['tn']} | "
-        f"{fit['fn']} |",
-        f"| {ev['split']} | evaluated (target {met}) | {_f(ev['precision'])} | "
-        f"{_f(ev['recall'])} | {_f(ev['fpr'])} | {_f(ev['f1'])} | {ev['tp']} | {ev['fp']} | "
-        f"{ev['tn']} | {ev['fn']} |",
+        *_table(
+            ["split", "role", "precision", "recall", "FPR", "F1", "tp", "fp", "tn", "fn"],
+            [row(fit, "fitted"), row(ev, f"evaluated (target {met})")],
+        ),
         "",
     ]
 
@@ -337,22 +353,22 @@ def _band_md(report: dict) -> list[str]:
     band = report["uncertain_band"]
     if band is None:
         return []
-    lines = [
+    header = ["split", "uncertain", "coverage", "accuracy decided", "precision decided",
+              "recall decided"]  # fmt: skip
+    rates = ("coverage", "accuracy_decided", "precision_decided", "recall_decided")
+    rows = [
+        [row["split"], f"{row['n_uncertain']} of {row['n']}",
+         *(format_metric(row[key]) for key in rates)]
+        for row in (band["fit"], band["eval"])
+    ]  # fmt: skip
+    return [
         "## Uncertain band",
         "",
         f"p_counterfeit in [{band['low']:.4g}, {band['high']:.4g}) answers *uncertain*.",
         "",
-        "| split | uncertain | coverage | accuracy decided | precision decided | recall decided |",
-        "|---|---|---|---|---|---|",
+        *_table(header, rows),
+        "",
     ]
-    for key in ("fit", "eval"):
-        row = band[key]
-        lines.append(
-            f"| {row['split']} | {row['n_uncertain']} of {row['n']} | {_f(row['coverage'])} | "
-            f"{_f(row['accuracy_decided'])} | {_f(row['precision_decided'])} | "
-            f"{_f(row['recall_decided'])} |"
-        )
-    return [*lines, ""]
 
 
 def _calibration_md(report: dict) -> list[str]:
@@ -363,8 +379,9 @@ def _calibration_md(report: dict) -> list[str]:
         "",
         f"Temperature fitted on {c['fitted_on']} ({c['n_fit']} images): "
         f"{c['temperature_fitted']:.4g} (model card: {c['temperature_card']:.4g}; {state}).",
-        f"ECE on {c['evaluated_split']}: {_f(c['ece_before'])} with the card's temperature, "
-        f"{_f(c['ece_after'])} with the fitted one ({_f(c['ece_raw'])} uncalibrated, T=1).",
+        f"ECE on {c['evaluated_split']}: {format_metric(c['ece_before'])} with the card's "
+        f"temperature, {format_metric(c['ece_after'])} with the fitted one "
+        f"({format_metric(c['ece_raw'])} uncalibrated, T=1).",
         "",
     ]
 
@@ -372,34 +389,29 @@ def _calibration_md(report: dict) -> list[str]:
 def _breakdown_md(by: str, table: dict) -> list[str]:
     if not table:
         return []
-    lines = [
-        f"## By {by}",
-        "",
-        f"| {by} | n | genuine | counterfeit | accuracy | precision | recall | FPR | ROC-AUC "
-        "(95% CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, m in table.items():
-        lines.append(
-            f"| {name} | {m['n']} | {m['n_genuine']} | {m['n_counterfeit']} | "
-            f"{_f(m['accuracy'])} | {_f(m['precision'])} | {_f(m['recall'])} | {_f(m['fpr'])} "
-            f"| {_f(m['roc_auc'])} {_ci(m['ci'], 'roc_auc')} |"
-        )
-    return [*lines, ""]
+    header = [by, "n", *CLASS_NAMES, "accuracy", "precision", "recall", "FPR", "ROC-AUC (95% CI)"]
+    rows = [
+        [name, m["n"], m["n_genuine"], m["n_counterfeit"], format_metric(m["accuracy"]),
+         format_metric(m["precision"]), format_metric(m["recall"]), format_metric(m["fpr"]),
+         f"{format_metric(m['roc_auc'])} {_ci(m['ci'], 'roc_auc')}"]
+        for name, m in table.items()
+    ]  # fmt: skip
+    return [f"## By {by}", "", *_table(header, rows), ""]
 
 
 def _misclassified_md(report: dict) -> list[str]:
     rows = report["misclassified"]
     lines = [f"## Misclassified ({len(rows)}, worst first)", ""]
     if rows:
-        lines += ["| p_counterfeit | true | predicted | category | brand | path |"]
-        lines += ["|---|---|---|---|---|---|"]
-        for row in rows[:MISCLASSIFIED_SHOWN_MD]:
-            lines.append(
-                f"| {row['p_counterfeit']:.4f} | {row['label']} | {row['predicted']}"
-                + (" (uncertain)" if row["uncertain"] else "")
-                + f" | {row['category']} | {row['brand']} | `{row['path']}` |"
-            )
+        lines += _table(
+            ["p_counterfeit", "true", "predicted", "category", "brand", "path"],
+            [
+                [f"{row['p_counterfeit']:.4f}", row["label"],
+                 row["predicted"] + (" (uncertain)" if row["uncertain"] else ""),
+                 row["category"], row["brand"], f"`{row['path']}`"]
+                for row in rows[:MISCLASSIFIED_SHOWN_MD]
+            ],
+        )  # fmt: skip
         if len(rows) > MISCLASSIFIED_SHOWN_MD:
             lines.append(f"\n{len(rows) - MISCLASSIFIED_SHOWN_MD} more in report.json.")
     failed = report["failed"]

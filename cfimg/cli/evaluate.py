@@ -115,15 +115,12 @@ def eval_command(
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
 
 
-def _num(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def print_summary(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from cfimg.metrics import CI_METRICS
+    from cfimg.report import format_metric
 
     console = Console()
     data, m, threshold = report["data"], report["metrics"], report["threshold"]
@@ -137,11 +134,14 @@ def print_summary(report: dict) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column(f"95% CI ({m['ci_unit']} bootstrap)", justify="right")
-    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "fpr",
-                "roc_auc", "pr_auc", "ece"):  # fmt: skip
+    for key in CI_METRICS:
         low, high = m["ci"][key]
-        interval = f"{_num(low)} - {_num(high)}" if low is not None and math.isfinite(low) else ""
-        table.add_row(key, _num(m[key]), interval)
+        interval = (
+            f"{format_metric(low)} - {format_metric(high)}"
+            if low is not None and math.isfinite(low)
+            else ""
+        )
+        table.add_row(key, format_metric(m[key]), interval)
     console.print(table)
     console.print(f"confusion: tn={m['tn']} fp={m['fp']} fn={m['fn']} tp={m['tp']}")
     point = report["operating_point"]
@@ -153,8 +153,8 @@ def print_summary(report: dict) -> None:
             f"operating point: {point['target']} target {point['target_value']:g} -> threshold "
             f"{point['threshold']:.6g} ({state} on {point['fitted_on']}: "
             f"{point['target']}={point['achieved']:.4g}); on {ev['split']}: "
-            f"precision={_num(ev['precision'])}, recall={_num(ev['recall'])}, "
-            f"fpr={_num(ev['fpr'])} (target {met})"
+            f"precision={format_metric(ev['precision'])}, recall={format_metric(ev['recall'])}, "
+            f"fpr={format_metric(ev['fpr'])} (target {met})"
         )
     band = report["uncertain_band"]
     if band is not None:
@@ -162,13 +162,13 @@ def print_summary(report: dict) -> None:
         console.print(
             f"uncertain band [{band['low']:.4g}, {band['high']:.4g}): {ev['n_uncertain']} of "
             f"{ev['n']} uncertain on {ev['split']}, accuracy on the rest "
-            f"{_num(ev['accuracy_decided'])}"
+            f"{format_metric(ev['accuracy_decided'])}"
         )
     c = report["calibration"]
     console.print(
         f"calibration: T fitted on {c['fitted_on']} = {c['temperature_fitted']:.4g} "
-        f"(card {c['temperature_card']:.4g}); ECE {_num(c['ece_before'])} -> "
-        f"{_num(c['ece_after'])}" + (" [green]stored[/green]" if c["stored"] else "")
+        f"(card {c['temperature_card']:.4g}); ECE {format_metric(c['ece_before'])} -> "
+        f"{format_metric(c['ece_after'])}" + (" [green]stored[/green]" if c["stored"] else "")
     )
     saved = report["saved"]
     if saved["checkpoint"]:
