@@ -32,34 +32,32 @@ from cfimg.train import TrainConfig  # noqa: E402
 
 # The recipe before this ablation: 224 px input resized from the whole photo, average pooling.
 BASELINE = dict(img_size_px=224, epochs=12, early_stop_patience=0)
-# Inference covers the full 512 px frame through the fully convolutional network.
-FULL_FRAME = dict(img_size_px=512)
 
-# name -> (what it changes, TrainConfig overrides on top of BASELINE)
-RECIPES: dict[str, tuple[str, dict]] = {
-    "baseline": ("224 px resized view, avg pooling, EMA warmed up", {}),
-    "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
-    "full_frame": ("512 px input (full frame), resized crops", FULL_FRAME),
-    "native_crop": (
-        "full frame at inference, 256 px native-scale training crops",
-        {**FULL_FRAME, "augment": AugmentConfig(native_crop_px=256)},
-    ),
-    "max_pool": ("max pooling", dict(pooling="max")),
-    "attn_pool": ("gated attention pooling", dict(pooling="attn")),
-    "gem_pool": ("GeM pooling", dict(pooling="gem")),
-    "head_first": ("1 epoch head only, then all", dict(freeze_backbone_epochs=1)),
-    "layer_decay": ("layer-wise lr decay 0.8", dict(layer_decay=0.8)),
-    "no_bf16": ("fp32 instead of bf16 autocast", dict(amp=False)),
-    "combined": (
-        "native crops 256 + full frame + attention pooling + layer decay 0.8",
-        {
-            **FULL_FRAME,
-            "augment": AugmentConfig(native_crop_px=256),
-            "pooling": "attn",
-            "layer_decay": 0.8,
-        },
-    ),
-}
+
+def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dict]]:
+    """name -> (what it changes, TrainConfig overrides on top of BASELINE). `frame_px`: the
+    photos' side, which full-frame inference takes whole through the fully convolutional net."""
+    full_frame = dict(img_size_px=frame_px)
+    native = {**full_frame, "augment": AugmentConfig(native_crop_px=crop_px)}
+    return {
+        "baseline": ("224 px resized view, avg pooling, EMA warmed up, bf16", {}),
+        "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
+        "no_bf16": ("fp32 instead of bf16 autocast", dict(amp=False)),
+        "full_frame": (f"{frame_px} px input (full frame), resized crops", full_frame),
+        "native_crop": (f"full frame at inference, {crop_px} px native-scale crops", native),
+        "max_pool": ("max pooling", dict(pooling="max")),
+        "attn_pool": ("gated attention pooling", dict(pooling="attn")),
+        "gem_pool": ("GeM pooling", dict(pooling="gem")),
+        "head_first": ("1 epoch head only, then all", dict(freeze_backbone_epochs=1)),
+        "layer_decay": ("layer-wise lr decay 0.8", dict(layer_decay=0.8)),
+        "combined": (
+            "native crops + full frame + attention pooling + layer decay 0.8, lr 3e-4",
+            {**native, "pooling": "attn", "layer_decay": 0.8, "lr": 3e-4},
+        ),
+    }
+
+
+RECIPES = recipes()
 
 
 def synthesise_if_missing(data: Path) -> None:
@@ -77,11 +75,13 @@ def done_runs(results: Path) -> set[tuple[str, int]]:
     return {(row["recipe"], row["seed"]) for row in rows}
 
 
-def run_one(data: Path, work: Path, recipe: str, seed: int, epochs: int | None) -> dict:
+def run_one(
+    data: Path, work: Path, recipe: str, seed: int, epochs: int | None, recipe_table: dict
+) -> dict:
     from cfimg.evaluate import evaluate
     from cfimg.train import train
 
-    overrides = {**BASELINE, **RECIPES[recipe][1]}
+    overrides = {**BASELINE, **recipe_table[recipe][1]}
     if epochs is not None:
         overrides["epochs"] = epochs
     run_dir = work / "runs" / f"{recipe}-s{seed}"
@@ -115,14 +115,14 @@ def mean_images_per_s(run_dir: Path) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def table(results: Path) -> str:
+def table(results: Path, recipe_table: dict = RECIPES) -> str:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     lines = [
         "| recipe | what changes | test balanced acc. (mean, spread) | test ROC-AUC | minutes "
         "| images/s | seeds | matmul GFLOP/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for recipe, (what, _overrides) in RECIPES.items():
+    for recipe, (what, _overrides) in recipe_table.items():
         runs = [row for row in rows if row["recipe"] == recipe]
         if not runs:
             continue
@@ -149,15 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    parser.add_argument("--frame-px", type=int, default=512, help="the photos' side [512]")
+    parser.add_argument("--crop-px", type=int, default=256, help="native crop side [256]")
     parser.add_argument("--table", action="store_true", help="only print the Markdown table")
     args = parser.parse_args(argv)
     results = args.work / "results.jsonl"
+    chosen = recipes(args.frame_px, args.crop_px)
     if args.table:
-        print(table(results))
+        print(table(results, chosen))
         return 0
-    unknown = [r for r in args.recipes.split(",") if r not in RECIPES]
+    unknown = [r for r in args.recipes.split(",") if r not in chosen]
     if unknown:
-        parser.error(f"unknown recipes {unknown}; choose from {', '.join(RECIPES)}")
+        parser.error(f"unknown recipes {unknown}; choose from {', '.join(chosen)}")
     data = args.data or args.work / "med2000"
     args.work.mkdir(parents=True, exist_ok=True)
     synthesise_if_missing(data)
@@ -166,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in args.recipes.split(","):
             if (recipe, seed) in finished:
                 continue
-            print(f"{recipe} seed {seed}: {RECIPES[recipe][0]}", flush=True)
-            row = run_one(data, args.work, recipe, seed, args.epochs)
+            print(f"{recipe} seed {seed}: {chosen[recipe][0]}", flush=True)
+            row = run_one(data, args.work, recipe, seed, args.epochs, chosen)
             print(json.dumps(row), flush=True)
             with open(results, "a") as handle:  # one line per run: a kill loses only that run
                 handle.write(json.dumps(row) + "\n")
-    print(table(results))
+    print(table(results, chosen))
     return 0
 
 
