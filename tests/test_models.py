@@ -120,3 +120,29 @@ def test_larger_lite_backbones_load_their_packaged_imagenet_weights(arch, size_p
     random = create_model(arch, pretrained=False)
     stem = "conv_stem.weight"
     assert not torch.equal(network.state_dict()[stem], random.state_dict()[stem])
+
+
+@pytest.mark.parametrize("pooling", ["max", "gem", "attn"])
+def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, pooling):
+    from cfimg.engines import load_engine
+    from cfimg.export import export_onnx
+    from cfimg.preprocess import Preprocessing
+
+    head = HeadSpec(pooling=pooling)
+    torch.manual_seed(0)
+    network = create_model("mobilenet_v3_small", head=head, pretrained=False).eval()
+    with torch.no_grad():
+        for parameter in pool_module(network).parameters():
+            parameter.add_(0.1)  # attention that is not uniform, a GeM power that is not 3
+        torch.nn.init.normal_(head_module(network).weight, std=1.0)
+    prep = Preprocessing(img_size_px=48, resize_px=48)
+    card = ModelCard(arch="mobilenet_v3_small", preprocessing=prep, head=head)
+    save_checkpoint(tmp_path / "m.pt", card=card, model_state=network.state_dict())
+    report = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx", max_check_images=8)
+    assert (tmp_path / "m.onnx").is_file(), report
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    onnx_engine, torch_engine = load_engine(tmp_path / "m.onnx"), load_engine(tmp_path / "m.pt")
+    assert onnx_engine.card.head == head
+    np.testing.assert_allclose(
+        onnx_engine.predict(images)[0], torch_engine.predict(images)[0], atol=1e-4
+    )

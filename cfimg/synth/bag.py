@@ -14,25 +14,22 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from cfimg.synth.brands import RGB, BagBrand, BagColourway
+from cfimg.synth.lettering import brand_lettering, mask_box, misspell, text_mask
 from cfimg.synth.paint import (
     METAL_BASE,
     ItemCanvas,
     RenderedItem,
     StitchStyle,
     Tolerance,
-    brand_lettering,
     fill_metal,
     fill_metal_disc,
     finish_item,
     jitter_rgb,
-    mask_box,
-    misspell,
     points_box,
     rounded_polygon,
     scale_rgb,
     shift_hue,
     stitch_line,
-    text_mask,
     union_box,
 )
 

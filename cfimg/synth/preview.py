@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from cfimg.errors import DatasetError
 from cfimg.fileio import atomic_write_bytes
 from cfimg.synth.generate import read_manifest
-from cfimg.synth.paint import font
+from cfimg.synth.lettering import font
 
 BOX_COLOURS = [(255, 64, 64), (255, 200, 0), (0, 220, 255)]
 LABEL_H = 22
