@@ -19,11 +19,18 @@ from cfimg.preprocess import Preprocessing
 VERDICT_GENUINE = "genuine"
 VERDICT_COUNTERFEIT = "counterfeit"
 VERDICT_UNCERTAIN = "uncertain"
+# How the photos of one item (listing) combine into its p_counterfeit (cfimg.items.ITEM_RULES).
+DEFAULT_ITEM_RULE = "max"
 
 
 def is_counterfeit(p_counterfeit, threshold: float):
     """The verdict rule, for one probability or an array of them: at or above the threshold."""
     return p_counterfeit >= threshold
+
+
+def verdict_at(p_counterfeit: float, threshold: float) -> str:
+    """The two-way verdict word for one probability at `threshold`."""
+    return VERDICT_COUNTERFEIT if is_counterfeit(p_counterfeit, threshold) else VERDICT_GENUINE
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,10 @@ class ModelCard:
     # Optional (low, high) band of p_counterfeit that answers "uncertain" instead of guessing.
     uncertain_band: tuple[float, float] | None = None
     temperature: float = 1.0  # logits are divided by this before the softmax (calibration)
+    item_rule: str = DEFAULT_ITEM_RULE  # how an item's photos combine into its p_counterfeit
+    # p_counterfeit of an item at or above this is a counterfeit item; None: as for a photo
+    # (`threshold` and `uncertain_band`).
+    item_threshold: float | None = None
     metrics: dict = field(default_factory=dict)  # headline validation metrics
     data_fingerprint: str = ""
     model_id: str = ""  # run name and epoch, or whatever identifies these weights
@@ -52,8 +63,15 @@ class ModelCard:
             low, high = self.uncertain_band
             if low <= p_counterfeit < high:
                 return VERDICT_UNCERTAIN
-        cut = self.threshold if threshold is None else threshold
-        return VERDICT_COUNTERFEIT if is_counterfeit(p_counterfeit, cut) else VERDICT_GENUINE
+        return verdict_at(p_counterfeit, self.threshold if threshold is None else threshold)
+
+    def item_verdict(self, p_item: float, threshold: float | None = None) -> str:
+        """The verdict for an item's aggregated p_counterfeit (see cfimg.items): at the item
+        threshold when one was fitted, else exactly as `verdict` judges a photo; an explicit
+        `threshold` overrides both."""
+        if threshold is None and self.item_threshold is None:
+            return self.verdict(p_item)
+        return verdict_at(p_item, self.item_threshold if threshold is None else threshold)
 
     def updated(self, **changes) -> ModelCard:
         return replace(self, **changes)
@@ -67,6 +85,8 @@ class ModelCard:
             "threshold": float(self.threshold),
             "uncertain_band": list(self.uncertain_band) if self.uncertain_band else None,
             "temperature": float(self.temperature),
+            "item_rule": self.item_rule,
+            "item_threshold": _optional_float(self.item_threshold),
             "metrics": dict(self.metrics),
             "data_fingerprint": self.data_fingerprint,
             "model_id": self.model_id,
@@ -85,6 +105,9 @@ class ModelCard:
             threshold=float(values.get("threshold", 0.5)),
             uncertain_band=(float(band[0]), float(band[1])) if band else None,
             temperature=float(values.get("temperature", 1.0)),
+            # Cards written before items existed judge an item as its most suspicious photo.
+            item_rule=str(values.get("item_rule") or DEFAULT_ITEM_RULE),
+            item_threshold=_optional_float(values.get("item_threshold")),
             metrics=dict(values.get("metrics") or {}),
             data_fingerprint=str(values.get("data_fingerprint", "")),
             model_id=str(values.get("model_id", "")),
@@ -118,6 +141,8 @@ class ModelCard:
                 list(self.uncertain_band) if self.uncertain_band else None
             ),
             "temperature": repr(float(self.temperature)),
+            "item_rule": self.item_rule,
+            "item_threshold": json.dumps(_optional_float(self.item_threshold)),
             "data_fingerprint": self.data_fingerprint,
             "metrics": json.dumps(self.metrics, sort_keys=True),
         }
@@ -126,3 +151,7 @@ class ModelCard:
     def from_onnx_metadata(cls, metadata: dict[str, str]) -> ModelCard:
         """Inverse of to_onnx_metadata; raises KeyError/ValueError on foreign metadata."""
         return cls.from_dict(json.loads(metadata["cfimg_card"]))
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)

@@ -8,7 +8,8 @@ temperature in use; a threshold means "p_counterfeit >= threshold is a counterfe
 report.json (schema "cfimg.eval/1"):
   schema, cfimg_version, created_utc
   model: path, kind ("checkpoint"|"onnx"), arch, model_id, device, img_size_px,
-         card_threshold, card_uncertain_band ([low, high] | null), card_temperature
+         card_threshold, card_uncertain_band ([low, high] | null), card_temperature,
+         card_item_rule, card_item_threshold (null: items are judged as photos)
   data: source, split (evaluated split: val|test|train|all), n_images, n_scored, n_failed,
         n_items (distinct item ids | null), n_genuine, n_counterfeit, fingerprint,
         fit_split (where temperature/thresholds were fitted), fit_is_evaluated, n_fit, class_names
@@ -29,12 +30,21 @@ report.json (schema "cfimg.eval/1"):
         ece_raw (T=1), ece_before (card temperature), ece_after (fitted temperature),
         evaluated_split (ECEs are measured there)
   breakdown: {category: {name: metrics + ci}, brand: {name: metrics + ci}} ({} without them)
+  items (one verdict per item, cfimg.evaluate.items): split, fit_split, unit ("item_id" |
+        "image": no item ids, every photo its own item), n_items, n_genuine, n_counterfeit,
+        n_fit_items, photos_per_item {"1": n, ...}, rule (whose threshold --save-threshold
+        stores), card_rule, threshold (that rule's), best_rule_on_fit (highest ROC-AUC on
+        fit_split), rules {max|mean_logit|noisy_or: {threshold, threshold_source ("target ..."
+        | "model card" | "max balanced accuracy" | "photo threshold"), reachable, n, roc_auc,
+        balanced_accuracy, accuracy, precision, recall, fpr, pr_auc, tp, fp, tn, fn (on split,
+        at threshold), ci {roc_auc, balanced_accuracy} (bootstrap over items), fit {n, roc_auc,
+        balanced_accuracy} (on fit_split)}}
   misclassified: [{path, label, predicted, uncertain, p_counterfeit, error, category, brand,
         item_id}], worst (largest |label - p_counterfeit|) first
   failed: [{path, reason}] images that could not be read
   notes: [str] warnings a reader must see
   timing: inference_s, images_per_s
-  saved: checkpoint (path | null), threshold, uncertain_band, temperature (bools)
+  saved: checkpoint (path | null), threshold, uncertain_band, temperature, item_threshold (bools)
   files: {name: path} of everything written (report_json, report_md, predictions_csv, roc_png,
         pr_png, confusion_png, reliability_png, histogram_png)
 """
@@ -316,6 +326,7 @@ def markdown(report: dict) -> str:
     lines += _operating_md(report) + _band_md(report) + _calibration_md(report)
     for by in ("category", "brand"):
         lines += _breakdown_md(by, report["breakdown"][by])
+    lines += _items_md(report)
     lines += _misclassified_md(report)
     lines += ["## Plots", ""]
     lines += [f"![{name}]({name}.png)" for name in PLOTS if f"{name}_png" in report["files"]]
@@ -397,6 +408,38 @@ def _breakdown_md(by: str, table: dict) -> list[str]:
         for name, m in table.items()
     ]  # fmt: skip
     return [f"## By {by}", "", *_table(header, rows), ""]
+
+
+def _items_md(report: dict) -> list[str]:
+    items, photo = report["items"], report["metrics"]
+    photos = ", ".join(f"{n} with {k}" for k, n in items["photos_per_item"].items())
+    header = ["rule", "n", "ROC-AUC (95% CI)", "balanced accuracy (95% CI)", "threshold",
+              "fitted by", f"ROC-AUC on {items['fit_split']}"]  # fmt: skip
+    rows = [
+        [f"**{name}**" if name == items["rule"] else name, m["n"],
+         f"{format_metric(m['roc_auc'])} {_ci(m['ci'], 'roc_auc')}",
+         f"{format_metric(m['balanced_accuracy'])} {_ci(m['ci'], 'balanced_accuracy')}",
+         f"{m['threshold']:.4g}", m["threshold_source"], format_metric(m["fit"]["roc_auc"])]
+        for name, m in items["rules"].items()
+    ]  # fmt: skip
+    rows.append(
+        ["photos (for reference)", photo["n"], f"{format_metric(photo['roc_auc'])} "
+         f"{_ci(photo['ci'], 'roc_auc')}", f"{format_metric(photo['balanced_accuracy'])} "
+         f"{_ci(photo['ci'], 'balanced_accuracy')}", f"{photo['threshold']:.4g}",
+         report["threshold"]["source"], ""]
+    )  # fmt: skip
+    unit = "" if items["unit"] == "item_id" else " (no item ids: every photo is its own item)"
+    return [
+        "## Items (listings)",
+        "",
+        f"{items['n_items']} items on {items['split']}{unit}: {items['n_genuine']} genuine, "
+        f"{items['n_counterfeit']} counterfeit; {photos} photos. Item thresholds fitted on "
+        f"{items['fit_split']} ({items['n_fit_items']} items). Best rule there: "
+        f"{items['best_rule_on_fit']}; in bold the rule --save-threshold stores.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 def _misclassified_md(report: dict) -> list[str]:

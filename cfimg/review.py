@@ -5,6 +5,10 @@ references only images this module writes into DIR/images/: a downscaled copy of
 its Grad-CAM overlay. The table sorts by any column (click a header) and filters by verdict and
 path; the view is kept in the URL hash (#sort=p_counterfeit:desc&verdict=counterfeit&q=text), so
 a link reopens the same view.
+
+Given an items file (cfimg.items.write_items_file), the page shows the K most suspicious items
+instead: one row per item, its photos side by side (most suspicious first, each with its heatmap
+and score), sorted and filtered the same way (the filter also matches the item id).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cfimg.fileio import atomic_write_bytes, atomic_write_text
 DEFAULT_TOP_K = 50
 DEFAULT_THUMB_PX = 640
 IMAGES_DIR = "images"
+MAX_PHOTOS_PER_ITEM = 8  # an item's most suspicious photos shown; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,14 @@ class ReviewRow:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class ReviewItem:
+    rank: int
+    item: object  # cfimg.items.ItemRow
+    photos: list[ReviewRow]  # its most suspicious scored photos, highest p first
+    n_hidden: int  # scored photos beyond MAX_PHOTOS_PER_ITEM
+
+
 def top_suspicious(results_path: str | Path, top_k: int) -> tuple[list, Counter]:
     """The top_k scored rows by p_counterfeit (highest first) and the verdict counts of all rows,
     reading the file once with memory for top_k rows only."""
@@ -50,18 +63,24 @@ def top_suspicious(results_path: str | Path, top_k: int) -> tuple[list, Counter]
     path = Path(results_path)
     if not path.is_file():
         raise UsageError(f"{path}: result file not found")
+    return _top_by_p(read_results(path), top_k)
+
+
+def _top_by_p(records, top_k: int) -> tuple[list, Counter]:
+    """The top_k records with the highest p_counterfeit (None: not scored, never shown) and
+    the verdict counts of all of them."""
     counts: Counter = Counter()
     heap: list = []
-    for index, row in enumerate(read_results(path)):
-        counts[row.verdict] += 1
-        if row.failed or row.p_counterfeit is None:
+    for index, record in enumerate(records):
+        counts[record.verdict] += 1
+        if record.p_counterfeit is None:
             continue
-        item = (row.p_counterfeit, -index, row)  # ties: earlier rows first
+        entry = (record.p_counterfeit, -index, record)  # ties: earlier records first
         if len(heap) < top_k:
-            heapq.heappush(heap, item)
+            heapq.heappush(heap, entry)
         else:
-            heapq.heappushpop(heap, item)
-    return [item[2] for item in sorted(heap, reverse=True)], counts
+            heapq.heappushpop(heap, entry)
+    return [entry[2] for entry in sorted(heap, reverse=True)], counts
 
 
 def write_review(
@@ -73,8 +92,10 @@ def write_review(
     device: str = "auto",
     thumb_px: int = DEFAULT_THUMB_PX,
     on_warning: Callable[[str], None] | None = None,
+    items_path: str | Path | None = None,
 ) -> Path:
-    """Write OUT/index.html and OUT/images/* for the top_k most suspicious rows; return the page.
+    """Write OUT/index.html and OUT/images/* for the top_k most suspicious rows (or, with
+    `items_path`, items); return the page.
 
     `model_path` must be the PyTorch checkpoint (.pt or run folder) for heatmaps; with None the
     page shows the photos without heatmaps. Photos that cannot be read any more keep their row,
@@ -84,22 +105,71 @@ def write_review(
 
     if top_k < 1:
         raise UsageError(f"--top must be at least 1 (got {top_k})")
-    rows, counts = top_suspicious(results_path, top_k)
+    if items_path is not None:
+        items, counts = top_items(items_path, top_k)
+        photo_rows = _result_rows(results_path, _shown_paths(items))
+    else:
+        rows, counts = top_suspicious(results_path, top_k)
     explainer = Explainer(model_path, device=device) if model_path is not None else None
     out_dir = Path(out_dir)
     (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    review_rows = []
-    for rank, row in enumerate(rows, start=1):
-        review_row = _review_row(rank, row, explainer, out_dir, thumb_px)
+
+    def reviewed(rank: int, row, tag: str) -> ReviewRow:
+        review_row = _review_row(rank, row, explainer, out_dir, thumb_px, tag)
         if review_row.note and on_warning is not None:
             on_warning(f"{row.path}: {review_row.note}")
-        review_rows.append(review_row)
+        return review_row
+
+    if items_path is not None:
+        shown = [
+            _review_item(rank, item, photo_rows, reviewed) for rank, item in enumerate(items, 1)
+        ]
+        body = _items_body(shown)
+    else:
+        shown = [reviewed(rank, row, f"{rank:04d}") for rank, row in enumerate(rows, start=1)]
+        body = _photos_body(shown)
     page = out_dir / "index.html"
-    atomic_write_text(page, render_page(review_rows, counts, Path(results_path), explainer))
+    text = render_page(body, counts, Path(results_path), explainer, items_path=items_path)
+    atomic_write_text(page, text)
     return page
 
 
-def _review_row(rank: int, row, explainer, out_dir: Path, thumb_px: int) -> ReviewRow:
+def top_items(items_path: str | Path, top_k: int) -> tuple[list, Counter]:
+    """The top_k scored items of an items file (highest p_counterfeit first) and the verdict
+    counts of all its items, with memory for top_k items only."""
+    from cfimg.items import read_items
+
+    return _top_by_p(read_items(items_path), top_k)
+
+
+def _shown_paths(items) -> set[str]:
+    scored = (item.photo_paths[: item.n_photos - item.n_failed] for item in items)
+    return {path for paths in scored for path in paths[:MAX_PHOTOS_PER_ITEM]}
+
+
+def _result_rows(results_path: str | Path, paths: set[str]) -> dict:
+    """The result rows of `paths` (path -> PredictionRow), reading the file once."""
+    from cfimg.results import read_results
+
+    if not Path(results_path).is_file():
+        raise UsageError(f"{results_path}: result file not found")
+    return {row.path: row for row in read_results(results_path) if row.path in paths}
+
+
+def _review_item(rank: int, item, photo_rows: dict, reviewed) -> ReviewItem:
+    scored = item.photo_paths[: item.n_photos - item.n_failed]
+    photos = []
+    for j, path in enumerate(scored[:MAX_PHOTOS_PER_ITEM], start=1):
+        row = photo_rows.get(path)
+        if row is None:
+            photos.append(ReviewRow(rank, path, 0.0, "", 0.0, "", None, None,
+                                    note="not in the result file"))  # fmt: skip
+        else:
+            photos.append(reviewed(rank, row, f"{rank:04d}-{j:02d}"))
+    return ReviewItem(rank, item, photos, max(0, len(scored) - MAX_PHOTOS_PER_ITEM))
+
+
+def _review_row(rank: int, row, explainer, out_dir: Path, thumb_px: int, tag: str) -> ReviewRow:
     from PIL import Image
 
     from cfimg.explain import display_size, encode_image, heat_overlay
@@ -119,7 +189,7 @@ def _review_row(rank: int, row, explainer, out_dir: Path, thumb_px: int) -> Revi
         photo = load_rgb(row.path)
     except ImageLoadError as exc:
         return replace(base, note=f"photo not shown: {exc.reason}")
-    stem = f"{rank:04d}-{_safe_name(Path(row.path).stem)}"
+    stem = f"{tag}-{_safe_name(Path(row.path).stem)}"
     photo_src = f"{IMAGES_DIR}/{stem}.photo.jpg"
     thumb = photo.resize(display_size(photo.size, thumb_px), Image.Resampling.BILINEAR)
     atomic_write_bytes(out_dir / photo_src, encode_image(thumb, "JPEG", quality=88))
@@ -141,11 +211,45 @@ def _safe_name(stem: str) -> str:
 # ------------------------------------------------------------------------------------- HTML
 
 
-def render_page(rows: list[ReviewRow], counts: Counter, results_path: Path, explainer) -> str:
+@dataclass(frozen=True)
+class _Body:
+    """What differs between the photo page and the items page."""
+
+    head: str  # the table's header cells
+    rows: str
+    verdicts: list[str]
+    model_ids: list[str]
+    count: int
+
+
+def _photos_body(rows: list[ReviewRow]) -> _Body:
+    return _Body(
+        head=_PHOTO_HEAD,
+        rows="\n".join(_row_html(row) for row in rows),
+        verdicts=sorted({row.verdict for row in rows}),
+        model_ids=sorted({row.model_id for row in rows if row.model_id}),
+        count=len(rows),
+    )
+
+
+def _items_body(items: list[ReviewItem]) -> _Body:
+    photos = [photo for item in items for photo in item.photos]
+    return _Body(
+        head=_ITEM_HEAD,
+        rows="\n".join(_item_html(item) for item in items),
+        verdicts=sorted({item.item.verdict for item in items}),
+        model_ids=sorted({photo.model_id for photo in photos if photo.model_id}),
+        count=len(items),
+    )
+
+
+def render_page(
+    body: _Body, counts: Counter, results_path: Path, explainer, *, items_path=None
+) -> str:
     esc = html.escape
     total = sum(counts.values())
     summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
-    model_ids = sorted({row.model_id for row in rows if row.model_id})
+    model_ids = body.model_ids
     notes = []
     if explainer is None:
         notes.append("No checkpoint given: photos are shown without heatmaps.")
@@ -157,10 +261,12 @@ def render_page(rows: list[ReviewRow], counts: Counter, results_path: Path, expl
                 f"Scores come from {', '.join(model_ids)}, heatmaps from {heat_id}: "
                 "a different model may look elsewhere."
             )
-    facts = [
-        ("Result file", results_path.name),
-        ("Rows", f"{total} ({summary})" if total else "0"),
-        ("Shown", f"the {len(rows)} highest p_counterfeit"),
+    facts = [("Result file", results_path.name)]
+    if items_path is not None:
+        facts.append(("Items file", Path(items_path).name))
+    facts += [
+        ("Items" if items_path is not None else "Rows", f"{total} ({summary})" if total else "0"),
+        ("Shown", f"the {body.count} highest p_counterfeit"),
         ("Scored by", ", ".join(model_ids) or "unknown"),
     ]
     if explainer is not None:
@@ -177,28 +283,39 @@ def render_page(rows: list[ReviewRow], counts: Counter, results_path: Path, expl
     )
     fact_html = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
-    body_rows = "\n".join(_row_html(row) for row in rows)
-    verdicts = sorted({row.verdict for row in rows})
-    options = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in verdicts)
+    options = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in body.verdicts)
     return _PAGE.format(
-        title=esc(f"cfimg review: {results_path.name}"),
+        title=esc(f"cfimg review: {(Path(items_path) if items_path else results_path).name}"),
         css=_CSS,
         js=_JS,
         facts=fact_html,
         notes=note_html,
-        rows=body_rows,
+        head=body.head,
+        rows=body.rows,
         options=options,
-        count=len(rows),
+        count=body.count,
     )
+
+
+def _figure(src: str, alt: str) -> str:
+    if not src:
+        return '<span class="missing">—</span>'
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" loading="lazy" data-zoom>'
+
+
+def _score_html(p_counterfeit: float) -> str:
+    return (
+        f"{p_counterfeit:.3f}"
+        f'<div class="bar"><span style="width:{100 * p_counterfeit:.1f}%"></span></div>'
+    )
+
+
+def _row_attributes(data: dict) -> str:
+    return " ".join(f'data-{k}="{html.escape(str(v))}"' for k, v in data.items())
 
 
 def _row_html(row: ReviewRow) -> str:
     esc = html.escape
-
-    def figure(src: str, alt: str) -> str:
-        if not src:
-            return '<span class="missing">—</span>'
-        return f'<img src="{esc(src)}" alt="{esc(alt)}" loading="lazy" data-zoom>'
 
     size = f"{row.width}×{row.height}" if row.width and row.height else ""
     score_note = ""
@@ -215,14 +332,12 @@ def _row_html(row: ReviewRow) -> str:
         "path": row.path,
         "pixels": (row.width or 0) * (row.height or 0),
     }
-    attributes = " ".join(f'data-{k}="{esc(str(v))}"' for k, v in data.items())
     return (
-        f'<tr class="row v-{esc(row.verdict)}" {attributes}>'
+        f'<tr class="row v-{esc(row.verdict)}" {_row_attributes(data)}>'
         f'<td class="num">{row.rank}</td>'
-        f"<td>{figure(row.overlay_src, 'Grad-CAM heatmap')}</td>"
-        f"<td>{figure(row.photo_src, 'photo')}</td>"
-        f'<td class="num score">{row.p_counterfeit:.3f}'
-        f'<div class="bar"><span style="width:{100 * row.p_counterfeit:.1f}%"></span></div>'
+        f"<td>{_figure(row.overlay_src, 'Grad-CAM heatmap')}</td>"
+        f"<td>{_figure(row.photo_src, 'photo')}</td>"
+        f'<td class="num score">{_score_html(row.p_counterfeit)}'
         f"{score_note}</td>"
         f'<td><span class="verdict">{esc(row.verdict)}</span>'
         f'<div class="sub">threshold {row.threshold:.2f}</div></td>'
@@ -231,6 +346,64 @@ def _row_html(row: ReviewRow) -> str:
         "</tr>"
     )
 
+
+def _item_html(entry: ReviewItem) -> str:
+    esc = html.escape
+    item = entry.item
+    data = {
+        "rank": entry.rank,
+        "p": f"{item.p_counterfeit:.6f}",
+        "verdict": item.verdict,
+        "path": " ".join((item.item_id, *item.photo_paths)),  # the filter matches any of them
+    }
+    photos = "".join(_item_photo_html(photo, i == 0) for i, photo in enumerate(entry.photos))
+    more = []
+    if entry.n_hidden:
+        more.append(f"{entry.n_hidden} more photos not shown")
+    if item.n_failed:
+        more.append(f"{item.n_failed} photos could not be scored")
+    more_html = f'<div class="sub">{esc("; ".join(more))}</div>' if more else ""
+    return (
+        f'<tr class="row v-{esc(item.verdict)}" {_row_attributes(data)}>'
+        f'<td class="num">{entry.rank}</td>'
+        f'<td class="path"><code>{esc(item.item_id)}</code>'
+        f'<div class="sub">{item.n_photos} photos</div></td>'
+        f'<td class="num score">{_score_html(item.p_counterfeit)}'
+        f'<div class="sub">{esc(item.rule)}</div></td>'
+        f'<td><span class="verdict">{esc(item.verdict)}</span>'
+        f'<div class="sub">threshold {item.threshold:.2f}</div></td>'
+        f'<td><div class="photos">{photos}</div>{more_html}</td>'
+        "</tr>"
+    )
+
+
+def _item_photo_html(photo: ReviewRow, most_suspicious: bool) -> str:
+    esc = html.escape
+    images = _figure(photo.overlay_src, "Grad-CAM heatmap") if photo.overlay_src else ""
+    images += _figure(photo.photo_src, "photo")
+    caption = f"{photo.p_counterfeit:.3f} {esc(photo.verdict)}" if photo.verdict else ""
+    flag = ' class="top"' if most_suspicious else ""
+    note = f'<div class="sub warn">{esc(photo.note)}</div>' if photo.note else ""
+    return (
+        f'<figure{flag} data-photo="{esc(photo.path)}">{images}'
+        f'<figcaption>{caption}<div class="sub"><code>{esc(Path(photo.path).name)}</code>'
+        f"</div>{note}</figcaption></figure>"
+    )
+
+
+_PHOTO_HEAD = """<th data-key="rank" class="num">#</th>
+<th class="nosort">Heatmap</th>
+<th class="nosort">Photo</th>
+<th data-key="p" class="num">p_counterfeit</th>
+<th data-key="verdict">Verdict</th>
+<th data-key="path">Path</th>
+<th data-key="pixels" class="num">Size</th>"""
+
+_ITEM_HEAD = """<th data-key="rank" class="num">#</th>
+<th data-key="path">Item</th>
+<th data-key="p" class="num">p_counterfeit</th>
+<th data-key="verdict">Verdict</th>
+<th class="nosort">Photos (most suspicious first; heatmap above photo)</th>"""
 
 _CSS = """
 :root { --red:#b22222; --amber:#c47800; --green:#1f773c; --line:#ddd; }
@@ -270,6 +443,11 @@ td img { height: 150px; max-width: 260px; object-fit: contain; cursor: zoom-in;
   align-items: center; justify-content: center; cursor: zoom-out; }
 #zoom.open { display: flex; }
 #zoom img { max-width: 95vw; max-height: 95vh; }
+.photos { display: flex; gap: 10px; flex-wrap: wrap; }
+.photos figure { margin: 0; padding: 4px; border: 2px solid transparent; }
+.photos figure.top { border-color: var(--red); }
+.photos figure img { height: 120px; margin-bottom: 2px; }
+figcaption { font-size: 12px; }
 """
 
 _JS = """
@@ -388,13 +566,7 @@ _PAGE = """<!DOCTYPE html>
 </div>
 <table>
 <thead><tr>
-<th data-key="rank" class="num">#</th>
-<th class="nosort">Heatmap</th>
-<th class="nosort">Photo</th>
-<th data-key="p" class="num">p_counterfeit</th>
-<th data-key="verdict">Verdict</th>
-<th data-key="path">Path</th>
-<th data-key="pixels" class="num">Size</th>
+{head}
 </tr></thead>
 <tbody id="rows">
 {rows}

@@ -60,6 +60,37 @@ def test_verdict_uses_threshold_and_uncertain_band():
     assert card.verdict(0.5, threshold=0.6) == "genuine"  # an explicit threshold overrides
 
 
+def test_card_round_trips_its_item_rule_and_threshold_and_writes_them_for_embedders():
+    card = ModelCard(
+        arch="resnet18", preprocessing=Preprocessing(), item_rule="noisy_or", item_threshold=0.61
+    )
+    assert ModelCard.from_dict(card.to_dict()) == card
+    metadata = card.to_onnx_metadata()
+    assert metadata["item_rule"] == "noisy_or" and float(metadata["item_threshold"]) == 0.61
+    assert ModelCard.from_onnx_metadata(metadata) == card
+    assert ModelCard(arch="resnet18", preprocessing=Preprocessing()).to_onnx_metadata()[
+        "item_threshold"
+    ] == "null"  # fmt: skip
+
+
+def test_card_written_before_items_existed_judges_an_item_by_its_most_suspicious_photo():
+    values = ModelCard(arch="resnet18", preprocessing=Preprocessing(), threshold=0.4).to_dict()
+    del values["item_rule"], values["item_threshold"]
+    card = ModelCard.from_dict(values)
+    assert (card.item_rule, card.item_threshold) == ("max", None)
+    assert card.item_verdict(0.4) == "counterfeit" and card.item_verdict(0.39) == "genuine"
+
+
+def test_item_verdict_uses_the_item_threshold_else_the_photo_rule_with_its_band():
+    card = ModelCard(
+        arch="resnet18", preprocessing=Preprocessing(), threshold=0.5, uncertain_band=(0.3, 0.7)
+    )
+    assert card.item_verdict(0.5) == "uncertain"  # no item threshold: judged as a photo
+    fitted = card.updated(item_threshold=0.8)
+    assert fitted.item_verdict(0.5) == "genuine" and fitted.item_verdict(0.8) == "counterfeit"
+    assert fitted.item_verdict(0.5, threshold=0.45) == "counterfeit"  # explicit overrides
+
+
 def _tiny_card() -> ModelCard:
     return ModelCard(
         arch="mobilenet_v3_small", preprocessing=Preprocessing(img_size_px=32, resize_px=32)

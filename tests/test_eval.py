@@ -18,8 +18,8 @@ from cfimg.evaluate import evaluate
 
 REPORT_KEYS = {
     "schema", "cfimg_version", "created_utc", "model", "data", "threshold", "metrics",
-    "operating_point", "uncertain_band", "calibration", "breakdown", "misclassified", "failed",
-    "notes", "timing", "saved", "files",
+    "operating_point", "uncertain_band", "calibration", "breakdown", "items", "misclassified",
+    "failed", "notes", "timing", "saved", "files",
 }  # fmt: skip
 FAST = ["--bootstrap", "30", "--no-plots"]
 
@@ -163,6 +163,59 @@ def test_saved_operating_point_meets_its_target_when_the_model_is_reloaded(own_r
     assert again["metrics"]["fp"] == point["fit"]["fp"]
 
 
+def test_items_section_measures_every_rule_on_the_evaluated_items(shared_run, tmp_path):
+    result = evaluate(shared_run, out_dir=tmp_path, n_bootstrap=20, write_plots=False)
+    items = result.report["items"]
+    test_items = {s.item_id for s in result.scored.samples}
+    assert items["split"] == "test" and items["fit_split"] == "val" and items["unit"] == "item_id"
+    assert items["n_items"] == len(test_items) == items["n_genuine"] + items["n_counterfeit"]
+    assert items["photos_per_item"] == {"2": len(test_items)}  # two views per generated item
+    assert set(items["rules"]) == {"max", "mean_logit", "noisy_or"} and items["rule"] == "max"
+    for rule in items["rules"].values():
+        assert rule["n"] == len(test_items) and rule["threshold_source"] == "max balanced accuracy"
+        assert 0.0 <= rule["roc_auc"] <= 1.0 and 0.0 <= rule["balanced_accuracy"] <= 1.0
+        assert rule["tp"] + rule["fp"] + rule["tn"] + rule["fn"] == len(test_items)
+    text = (tmp_path / "report.md").read_text()
+    assert (
+        "## Items (listings)" in text and "| **max** |" in text and "photos (for reference)" in text
+    )
+
+
+def test_item_threshold_maximises_balanced_accuracy_on_the_validation_items(shared_run, tmp_path):
+    from cfimg.evaluate.items import item_scores
+    from cfimg.metrics import evaluation_metrics
+
+    result = evaluate(shared_run, split="val", out_dir=tmp_path, n_bootstrap=0, write_plots=False)
+    fitted = result.report["items"]["rules"]["mean_logit"]
+    val = item_scores(result.scored.samples, result.scored.p_counterfeit, "mean_logit")
+    best = max(
+        evaluation_metrics(val.labels, val.p_counterfeit, t)["balanced_accuracy"]
+        for t in [*val.p_counterfeit, 1.1]
+    )
+    assert fitted["fit"]["balanced_accuracy"] == pytest.approx(best)
+
+
+def test_save_threshold_stores_the_item_rule_and_its_fitted_threshold(own_run, run_cli):
+    args = ["--target-fpr", "0.25", "--item-rule", "noisy_or", "--save-threshold", *FAST]
+    code, stdout, stderr = run_cli(["eval", own_run, *args])
+    assert code == 0, stderr
+    items = read_report(own_run / "eval-test")["items"]
+    fitted = items["rules"]["noisy_or"]
+    assert fitted["threshold_source"] == "target FPR <= 0.25"
+    card = card_of(own_run)
+    assert card.item_rule == "noisy_or" and card.item_threshold == pytest.approx(
+        fitted["threshold"]
+    )
+    assert "item_threshold" in stdout and "items by noisy_or" in stdout
+    code, _, stderr = run_cli(["eval", own_run, "--split", "val", "--out", own_run / "v", *FAST])
+    again = read_report(own_run / "v")
+    assert code == 0, stderr
+    assert again["model"]["card_item_rule"] == "noisy_or" and again["items"]["rule"] == "noisy_or"
+    stored = again["items"]["rules"]["noisy_or"]
+    assert stored["threshold_source"] == "model card"
+    assert stored["fp"] / (stored["fp"] + stored["tn"]) <= 0.25  # the target holds on reload
+
+
 def test_target_precision_and_recall_are_met_on_the_fitting_split(shared_run, tmp_path):
     for option, value in (("target_precision", 0.6), ("target_recall", 0.75)):
         result = evaluate(
@@ -301,6 +354,7 @@ def test_onnx_without_data_says_data_is_needed(shared_run, shared_onnx, run_cli)
         (["--uncertain-band", "half"], "LOW,HIGH"),
         (["--save-threshold"], "needs an operating point"),
         (["--split", "holdout"], "--split"),
+        (["--item-rule", "mean"], "unknown item rule 'mean'"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(args, message, shared_run, run_cli):

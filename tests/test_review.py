@@ -18,6 +18,7 @@ from PIL import Image
 from cfimg.card import ModelCard
 from cfimg.checkpoint import save_checkpoint
 from cfimg.errors import EXIT_SOME_INPUTS_FAILED, EXIT_USAGE
+from cfimg.items import write_items_file
 from cfimg.models import create_model
 from cfimg.preprocess import Preprocessing
 from cfimg.results import CSV_HEADER, PredictionRow, encode_rows
@@ -66,17 +67,44 @@ def _results(tmp_path: Path, n: int = 8, fmt: str = "csv") -> tuple[Path, list[P
     return path, rows
 
 
+def _listing_results(tmp_path: Path) -> tuple[Path, Path]:
+    """Results over three listings (bag0: 3 views, bag1: 2, bag2: 1 plus a failed view) and
+    their items file; bag1 holds the most suspicious photo, bag0 the most photos."""
+    scores = {"bag0": [0.6, 0.1, 0.3], "bag1": [0.2, 0.9], "bag2": [0.4, None]}
+    rows = []
+    for item, views in scores.items():
+        for view, p in enumerate(views, start=1):
+            photo = tmp_path / "listings" / f"{item}_{view}.jpg"
+            photo.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((48, 64, 3), 40 * view, dtype=np.uint8)).save(photo)
+            if p is None:
+                rows.append(PredictionRow(str(photo), "error", None, 0.5, "tiny@0", None, None,
+                                          "truncated file"))  # fmt: skip
+            else:
+                verdict = "counterfeit" if p >= 0.5 else "genuine"
+                rows.append(PredictionRow(str(photo), verdict, p, 0.5, "tiny@0", 64, 48))
+    results = tmp_path / "results.csv"
+    results.write_bytes(CSV_HEADER.encode() + encode_rows(rows, "csv"))
+    items = tmp_path / "results.items.csv"
+    write_items_file(results, items, 0.5, "max")
+    return results, items
+
+
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
         self.links: list[str] = []
         self.rows: list[dict] = []
+        self.photos: list[list[str]] = []  # per row, the photos shown in it (items page)
 
     def handle_starttag(self, tag, attrs):
         values = dict(attrs)
         self.links += [values[k] for k in ("src", "href") if values.get(k)]
         if tag == "tr" and "row" in (values.get("class") or "").split():
             self.rows.append(values)
+            self.photos.append([])
+        if tag == "figure" and values.get("data-photo"):
+            self.photos[-1].append(values["data-photo"])
 
 
 def _parse(page: Path) -> _Links:
@@ -142,6 +170,43 @@ def test_review_of_a_missing_results_file_is_a_one_line_error(tmp_path, run_cli)
     assert code == EXIT_USAGE and "none.csv" in err and len(err.strip().splitlines()) == 1
 
 
+def test_items_review_shows_the_top_items_with_their_photos_and_heatmaps(checkpoint, tmp_path):
+    results, items = _listing_results(tmp_path)
+    out = tmp_path / "review"
+    page = write_review(results, out, model_path=checkpoint, top_k=2, items_path=items)
+    parsed = _parse(page)
+    listings = tmp_path / "listings"
+    assert [row["data-p"] for row in parsed.rows] == ["0.900000", "0.600000"]
+    assert parsed.photos == [
+        [f"{listings}/bag1_2.jpg", f"{listings}/bag1_1.jpg"],  # most suspicious first
+        [f"{listings}/bag0_1.jpg", f"{listings}/bag0_3.jpg", f"{listings}/bag0_2.jpg"],
+    ]
+    assert len(parsed.links) == 2 * 5  # a photo and a heatmap for each photo shown
+    for link in parsed.links:
+        assert (out / link).resolve().is_file() and (out / link).resolve().is_relative_to(
+            out.resolve()
+        )
+    text = page.read_text()
+    assert "results.items.csv" in text and f"{listings}/bag1" in text
+
+
+def test_items_review_from_the_cli_counts_an_items_failed_photos(tmp_path, run_cli):
+    results, items = _listing_results(tmp_path)
+    code, _out, err = run_cli(["review", results, "--items", items, "-o", tmp_path / "r"])
+    assert code == 0, err
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert len(_parse(tmp_path / "r" / "index.html").rows) == 3
+    assert "1 photos could not be scored" in text and "without heatmaps" in text
+
+
+def test_items_review_of_a_missing_items_file_is_a_one_line_error(tmp_path, run_cli):
+    results, _items = _results(tmp_path, n=2)
+    missing = tmp_path / "no.items.csv"
+    code, _out, err = run_cli(["review", results, "--items", missing, "-o", tmp_path / "r"])
+    assert code == EXIT_USAGE and "no.items.csv: items file not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def _chromium_dom(url: str) -> str:
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
@@ -192,3 +257,8 @@ def test_review_page_renders_sorts_and_filters_in_headless_chromium(checkpoint, 
     visible = re.findall(r'<tr class="row[^"]*"[^>]*data-verdict="(\w+)"[^>]*?(hidden[^>]*)?>', dom)
     assert [verdict for verdict, hidden in visible if not hidden] == ["counterfeit"] * 3
     assert "3 of 5 shown" in dom
+
+    results, items = _listing_results(tmp_path / "listing")
+    page = write_review(results, tmp_path / "items", model_path=None, top_k=5, items_path=items)
+    dom = _chromium_dom(page.resolve().as_uri() + "#sort=p_counterfeit:asc&q=bag0")
+    assert 'data-ready="1"' in dom and "1 of 3 shown" in dom

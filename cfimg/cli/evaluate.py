@@ -66,6 +66,12 @@ def eval_command(
     group_regex: str | None = typer.Option(
         None, "--group-regex", help="Item id from file names (as in cfimg train)."
     ),
+    item_rule: str | None = typer.Option(
+        None,
+        "--item-rule",
+        help="max|mean_logit|noisy_or: how an item's photos combine, whose fitted item threshold "
+        "--save-threshold stores (default: the model card's). The report measures all three.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Bootstrap random seed."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
@@ -106,6 +112,7 @@ def eval_command(
             workers=workers,
             device=device,
             group_regex=group_regex,
+            item_rule=item_rule,
             seed=seed,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             write_plots=not no_plots,
@@ -156,6 +163,7 @@ def print_summary(report: dict) -> None:
             f"precision={format_metric(ev['precision'])}, recall={format_metric(ev['recall'])}, "
             f"fpr={format_metric(ev['fpr'])} (target {met})"
         )
+    saved_items = report["saved"]["item_threshold"]
     band = report["uncertain_band"]
     if band is not None:
         ev = band["eval"]
@@ -163,6 +171,14 @@ def print_summary(report: dict) -> None:
             f"uncertain band [{band['low']:.4g}, {band['high']:.4g}): {ev['n_uncertain']} of "
             f"{ev['n']} uncertain on {ev['split']}, accuracy on the rest "
             f"{format_metric(ev['accuracy_decided'])}"
+        )
+    items = report["items"]
+    for name, rule in items["rules"].items():
+        console.print(
+            f"items by {name}: ROC-AUC {format_metric(rule['roc_auc'])}, balanced accuracy "
+            f"{format_metric(rule['balanced_accuracy'])} at threshold {rule['threshold']:.4g} "
+            f"({rule['threshold_source']}), {rule['n']} items"
+            + (" [green](stored)[/green]" if name == items["rule"] and saved_items else "")
         )
     c = report["calibration"]
     console.print(
@@ -172,7 +188,8 @@ def print_summary(report: dict) -> None:
     )
     saved = report["saved"]
     if saved["checkpoint"]:
-        what = [k for k in ("threshold", "uncertain_band", "temperature") if saved[k]]
+        keys = ("threshold", "uncertain_band", "temperature", "item_threshold")
+        what = [k for k in keys if saved[k]]
         console.print(f"saved {', '.join(what)} into {saved['checkpoint']}")
     for note in report["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")

@@ -28,7 +28,9 @@ REVIEW_HELP = (
     "A self-contained HTML page of the most suspicious photos, with heatmaps, sortable.\n\n"
     "Reads a `cfimg predict` result file, takes the --top rows with the highest p_counterfeit, and "
     "writes OUT/index.html plus OUT/images/ (photo copies and Grad-CAM overlays). Open it in any "
-    "browser, no server needed. Without --model the photos are shown without heatmaps."
+    "browser, no server needed. Without --model the photos are shown without heatmaps.\n\n"
+    "With --items (an items file written beside the results by `cfimg predict --items`), the "
+    "page shows the --top most suspicious items instead, each with its photos side by side."
 )
 
 
@@ -98,9 +100,14 @@ def review(
     top: int = typer.Option(50, "--top", "-k", help="How many of the most suspicious to show."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     thumb_px: int = typer.Option(640, help="Longest side of the images written for the page."),
+    items: Path | None = typer.Option(
+        None, "--items", help="Items file of RESULTS (e.g. results.items.csv): review items."
+    ),
 ) -> None:
     """`cfimg review` (help text: REVIEW_HELP)."""
-    if write_review_page(results, out, model=model, top=top, device=device, thumb_px=thumb_px):
+    if write_review_page(
+        results, out, model=model, top=top, device=device, thumb_px=thumb_px, items=items
+    ):
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
 
 
@@ -109,7 +116,14 @@ def warn(message: str) -> None:
 
 
 def write_review_page(
-    results: Path, out: Path, *, model: Path | None, top: int, device: str, thumb_px: int = 640
+    results: Path,
+    out: Path,
+    *,
+    model: Path | None,
+    top: int,
+    device: str,
+    thumb_px: int = 640,
+    items: Path | None = None,
 ) -> int:
     """cfimg.review.write_review, printing each photo's warning and the page's path; returns how
     many photos warned (`cfimg review` and `cfimg predict --review` share it)."""
@@ -130,6 +144,7 @@ def write_review_page(
         device=device,
         thumb_px=thumb_px,
         on_warning=count_and_warn,
+        items_path=items,
     )
     typer.echo(f"review page: {page}")
     return warnings

@@ -12,6 +12,7 @@ The steps, one module each:
 - scoring: the engine over the samples, giving logits and p_counterfeit.
 - cfimg.operating: the threshold and uncertain band applied (the card's, or fitted).
 - sections: report.json's sections; cfimg.report writes the files.
+- items: the item-level section (one verdict per listing, per aggregation rule).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cfimg import __version__
 from cfimg.calibration import fit_temperature, remap_threshold
 from cfimg.card import ModelCard
 from cfimg.errors import UsageError
+from cfimg.evaluate.items import THRESHOLD_PHOTO, items_section
 from cfimg.evaluate.plan import (
     DEFAULT_BOOTSTRAP,
     SPLIT_CHOICES,
@@ -48,6 +50,7 @@ from cfimg.evaluate.sections import (
     model_section,
     timing_section,
 )
+from cfimg.items import check_item_rule
 from cfimg.metrics import reliability_bins
 from cfimg.operating import Target, choose_operating_point, target_check
 from cfimg.report import REPORT_SCHEMA
@@ -108,10 +111,14 @@ def evaluate(
     threads: int | None = None,
     seed: int = 0,
     group_regex: str | None = None,
+    item_rule: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     write_plots: bool = True,
 ) -> EvalResult:
     """Evaluate a model on a labelled dataset and write the report; see the module docstring.
+
+    `item_rule` (default: the card's) is the item aggregation rule whose fitted item threshold
+    --save-threshold stores with the photo threshold; the report measures every rule.
 
     `progress(done, total)` is called after each batch. Raises ModelFileError (bad model),
     DatasetError (no data, no readable image) and UsageError (impossible requests). When
@@ -133,6 +140,8 @@ def evaluate(
         save_threshold=save_threshold,
         calibrate=calibrate,
     )
+    if item_rule is not None:
+        check_item_rule(item_rule)
 
     engine = load_engine(model_path, device=device, threads=threads)
     card = engine.card
@@ -162,6 +171,21 @@ def evaluate(
         notes=plan.notes,
     )
     p_fitted = p_at_temperature(evaluated, temperature_fitted, column)
+    items = items_section(
+        card,
+        (evaluated.samples, eval_p),
+        (fitting.samples, fit_p),
+        rule=check_item_rule(item_rule or card.item_rule),
+        target=target,
+        card_item_threshold=None
+        if card.item_threshold is None
+        else remap_threshold(card.item_threshold, card.temperature, temperature_used),
+        photo_threshold=threshold,
+        split=plan.split,
+        fit_split=plan.fit_split,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
     report = {
         "schema": REPORT_SCHEMA,
         "cfimg_version": __version__,
@@ -187,6 +211,7 @@ def evaluate(
             p_fitted=p_fitted,
         ),
         **metric_sections(evaluated, eval_p, threshold, plan.split, n_bootstrap, seed),
+        "items": items,
         "misclassified": misclassified(evaluated, eval_p, threshold, band),
         "failed": evaluated.failures + ([] if plan.fit_is_evaluated else fitting.failures),
         "notes": plan.notes,
@@ -196,6 +221,7 @@ def evaluate(
             "threshold": False,
             "uncertain_band": False,
             "temperature": False,
+            "item_threshold": False,
         },
         "files": {},
     }
@@ -266,6 +292,10 @@ def store_in_checkpoint(
             changes["uncertain_band"] = tuple(
                 remap_threshold(v, card.temperature, temperature) for v in card.uncertain_band
             )
+        if card.item_threshold is not None:  # exact for max and mean_logit, close for noisy_or
+            changes["item_threshold"] = remap_threshold(
+                card.item_threshold, card.temperature, temperature
+            )
         notes["temperature_fitted_on"] = fit_split
     if save_threshold and (point is None or point["reachable"]):
         if target is not None:
@@ -274,6 +304,8 @@ def store_in_checkpoint(
         changes["uncertain_band"] = band
         report["saved"]["threshold"] = target is not None
         report["saved"]["uncertain_band"] = band is not None
+        changes.update(item_changes(report["items"], report["notes"]))
+        report["saved"]["item_threshold"] = changes["item_threshold"] is not None
     if not changes:
         return card
     new_card = card.updated(**changes, metrics=notes)
@@ -283,3 +315,20 @@ def store_in_checkpoint(
     report["saved"]["temperature"] = bool(calibrate)
     report["calibration"]["stored"] = bool(calibrate)
     return new_card
+
+
+def item_changes(items: dict, notes: list[str]) -> dict:
+    """The item rule and threshold --save-threshold stores: the fitted one, or None (items are
+    then judged as photos) when it fell back to the photo threshold or missed its target."""
+    rule = items["rule"]
+    fitted = items["rules"][rule]
+    threshold = fitted["threshold"]
+    if fitted["threshold_source"] == THRESHOLD_PHOTO:
+        threshold = None
+    elif not fitted["reachable"]:
+        notes.append(
+            f"the item threshold ({rule}) does not reach {fitted['threshold_source']} on "
+            f"{items['fit_split']}; items are judged by the photo threshold"
+        )
+        threshold = None
+    return {"item_rule": rule, "item_threshold": threshold}

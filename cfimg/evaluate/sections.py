@@ -35,6 +35,8 @@ def model_section(model_path: Path, is_onnx: bool, engine) -> dict:
         "card_threshold": card.threshold,
         "card_uncertain_band": list(card.uncertain_band) if card.uncertain_band else None,
         "card_temperature": card.temperature,
+        "card_item_rule": card.item_rule,
+        "card_item_threshold": card.item_threshold,
     }
 
 
