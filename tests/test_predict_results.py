@@ -1,9 +1,14 @@
-"""Result files of `cfimg predict`: round trips, partial lines after a kill, sort, merge."""
+"""Result files of `cfimg predict`: round trips, partial lines after a kill, sort, merge; the
+Parquet format's journal, kill and resume."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+import textwrap
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -11,7 +16,10 @@ import pytest
 from cfimg.errors import UsageError
 from cfimg.results import (
     CSV_HEADER,
-    RESULT_FORMATS,
+    FIELD_NAMES,
+    CsvFormat,
+    JsonlFormat,
+    ParquetFormat,
     PredictionRow,
     check_output_path,
     encode_rows,
@@ -32,6 +40,10 @@ def row(path: str, p: float | None, error: str = "") -> PredictionRow:
     return PredictionRow(path, verdict, p, 0.5, "m@1", 640, 480, "")
 
 
+needs_pyarrow = pytest.mark.skipif(
+    find_spec("pyarrow") is None, reason="Parquet needs pyarrow: pip install -e '.[parquet]'"
+)
+PARQUET = pytest.param(".parquet", marks=needs_pyarrow)
 ODD_PATHS = ["plain.jpg", "with,comma.jpg", 'with "quotes".jpg', "new\nline.jpg", "caf\udce9.jpg"]
 
 
@@ -41,7 +53,7 @@ def write(path: Path, rows: list[PredictionRow]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", PARQUET])
 def test_rows_read_back_exactly_as_written_even_with_odd_file_names(tmp_path, suffix):
     rows = [row(p, 0.25 + i / 10) for i, p in enumerate(ODD_PATHS)] + [row("bad.jpg", None)]
     out = write(tmp_path / f"r{suffix}", rows)
@@ -142,9 +154,10 @@ def test_existing_output_is_refused_without_resume_or_overwrite(tmp_path):
     assert check_output_path(out, resume=True, overwrite=False) == "csv"
 
 
-def test_sort_puts_most_suspicious_first_and_errors_last(tmp_path):
+@pytest.mark.parametrize("suffix", [".csv", PARQUET])
+def test_sort_puts_most_suspicious_first_and_errors_last(tmp_path, suffix):
     rows = [row("a", 0.2), row("e", None), row("b", 0.9), row("c", 0.5), row("d", 0.9)]
-    out = write(tmp_path / "r.csv", rows)
+    out = write(tmp_path / f"r{suffix}", rows)
     assert sort_results(out) == 5
     assert [r.path for r in read_results(out)] == ["b", "d", "c", "a", "e"]
     assert not list(tmp_path.glob(".*.tmp"))
@@ -197,8 +210,8 @@ def test_record_spans_cover_the_file_exactly(tmp_path):
     assert spans[-1][1] == out.stat().st_size
 
 
-@pytest.mark.parametrize("fmt", RESULT_FORMATS.values(), ids=lambda fmt: fmt.name)
-def test_every_format_decodes_each_record_span_back_to_its_row(tmp_path, fmt):
+@pytest.mark.parametrize("fmt", [CsvFormat(), JsonlFormat()], ids=lambda fmt: fmt.name)
+def test_every_text_format_decodes_each_record_span_back_to_its_row(tmp_path, fmt):
     rows = [row(p, 0.25 + i / 10) for i, p in enumerate(ODD_PATHS)] + [row("bad.jpg", None)]
     out = tmp_path / f"r{fmt.suffix}"
     out.write_bytes(fmt.header + fmt.encode(rows[:2]) + fmt.encode(rows[2:]))
@@ -211,3 +224,114 @@ def test_every_format_decodes_each_record_span_back_to_its_row(tmp_path, fmt):
 def test_the_format_is_chosen_by_suffix_in_any_case(tmp_path):
     assert result_format(tmp_path / "R.CSV").name == "csv"
     assert result_format(tmp_path / "r.JsonL").name == "jsonl"
+
+
+def test_the_parquet_format_is_chosen_by_suffix_and_named_in_the_suffix_error(tmp_path):
+    with pytest.raises(UsageError, match=r"\.csv or \.jsonl or \.parquet"):
+        result_format(tmp_path / "r.txt")
+    if find_spec("pyarrow") is not None:
+        assert result_format(tmp_path / "R.Parquet").name == "parquet"
+
+
+# -- Parquet ----------------------------------------------------------------------------------
+
+
+def test_parquet_without_pyarrow_is_a_usage_error_saying_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(UsageError, match=r"pip install -e '\.\[parquet\]'"):
+        check_output_path(tmp_path / "r.parquet", resume=False, overwrite=False)
+
+
+@needs_pyarrow
+def test_parquet_rows_go_to_a_journal_until_the_writer_closes(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "r.parquet"
+    with open_result_writer(out, resume=False) as writer:
+        writer.write([row("a.jpg", 0.75), row("b.jpg", None)])
+        assert not out.exists()
+        assert ParquetFormat.journal_path(out).exists()
+        assert [r.path for r in read_results(out)] == ["a.jpg", "b.jpg"]  # the journal's rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet"]
+    table = pq.read_table(out)
+    assert table.column_names == [*FIELD_NAMES, "path_bytes"]
+    assert table.column("p_counterfeit").to_pylist() == [0.75, None]
+
+
+@needs_pyarrow
+def test_a_non_utf8_name_shows_replaced_in_path_and_exact_in_path_bytes(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = write(tmp_path / "r.parquet", [row("caf\udce9.jpg", 0.5)])
+    table = pq.read_table(out)
+    assert table.column("path").to_pylist() == ["caf\ufffd.jpg"]
+    assert table.column("path_bytes").to_pylist() == [b"caf\xe9.jpg"]
+    assert [r.path for r in read_results(out)] == ["caf\udce9.jpg"]
+
+
+@needs_pyarrow
+def test_a_killed_parquet_writer_leaves_no_corrupt_file_and_resume_finishes_it(tmp_path):
+    out = tmp_path / "r.parquet"
+    killed_writer = textwrap.dedent(
+        f"""
+        import os
+        from cfimg.results import PredictionRow, open_result_writer
+        writer = open_result_writer({str(out)!r}, resume=False)
+        for index in range(3):
+            writer.write([PredictionRow(f"{{index}}.jpg", "genuine", 0.25, 0.5, "m@1", 4, 3)])
+        os._exit(9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", killed_writer], check=False)
+    assert not out.exists()  # the killed run never made a footerless file the result
+    assert [r.path for r in read_results(out)] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert check_output_path(out, resume=True, overwrite=False) == "parquet"
+    with pytest.raises(UsageError, match="already exists"):
+        check_output_path(out, resume=False, overwrite=False)
+    with open_result_writer(out, resume=True, scan=scan_results(out)) as writer:
+        writer.write([row("3.jpg", 0.9)])
+    assert [r.path for r in read_results(out)] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet"]
+
+
+@needs_pyarrow
+def test_resume_appends_to_a_closed_parquet_file(tmp_path):
+    out = write(tmp_path / "r.parquet", [row("a.jpg", 0.1)])
+    with open_result_writer(out, resume=True) as writer:
+        writer.write([row("b.jpg", 0.2)])
+    assert [r.path for r in read_results(out)] == ["a.jpg", "b.jpg"]
+
+
+@needs_pyarrow
+def test_a_parquet_writer_left_by_an_error_keeps_the_journal_for_resume(tmp_path):
+    out = tmp_path / "r.parquet"
+    with pytest.raises(KeyboardInterrupt), open_result_writer(out, resume=False) as writer:
+        writer.write([row("a.jpg", 0.1)])
+        raise KeyboardInterrupt
+    assert not out.exists() and not ParquetFormat.partial_path(out).exists()
+    assert [r.path for r in read_results(out)] == ["a.jpg"]
+
+
+@needs_pyarrow
+def test_foreign_or_damaged_parquet_files_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"name": ["x"], "score": [1.0]}), foreign)
+    with pytest.raises(UsageError, match="not a cfimg predict result file"):
+        list(read_results(foreign))
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes(b"PAR1 and then nothing")
+    with pytest.raises(UsageError, match="not a readable Parquet file"):
+        list(read_results(damaged))
+
+
+@needs_pyarrow
+def test_merge_reads_and_writes_parquet_beside_text_formats(tmp_path):
+    one = write(tmp_path / "1.parquet", [row("a", 0.1), row("b", None)])
+    two = write(tmp_path / "2.csv", [row("b", 0.8), row("c", 0.5)])
+    written, dropped = merge_results(tmp_path / "all.parquet", [one, two], sort=True)
+    assert (written, dropped) == (3, 1)
+    assert [r.path for r in read_results(tmp_path / "all.parquet")] == ["b", "c", "a"]

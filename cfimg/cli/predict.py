@@ -1,4 +1,5 @@
-"""`cfimg predict` (classify photos into a CSV or JSONL file) and `cfimg merge` (join shards)."""
+"""`cfimg predict` (classify photos into a CSV, JSONL or Parquet file) and `cfimg merge` (join
+shards)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ PREDICT_EPILOG = (
     "paths not in OUT yet.\n\n"
     "Sharding: run 'cfimg predict MODEL INPUT --shard K/N --out part-K.csv' for K = 1..N (N "
     "machines or a job array; give every shard the same INPUT strings), then 'cfimg merge "
-    "all.csv part-*.csv'.\n\n"
+    "all.csv part-*.csv'. Or let Ray schedule one run over a cluster: --engine ray "
+    "--ray-address ADDR (MODEL and the photos at the same paths on every node).\n\n"
+    "Parquet (--out F.parquet, needs pyarrow): rows go to F.parquet.partial.jsonl as they come "
+    "and into F.parquet when the run ends; --resume after a kill reads that journal.\n\n"
     "Exit status: 0 every input classified; 3 some inputs failed (their rows say why); 2 usage "
     "error (bad flag, unsupported --out suffix, OUT exists without --resume/--overwrite, no "
     "images found, requested --device unavailable); 5 model file missing or damaged; 1 "
@@ -40,7 +44,7 @@ def predict_command(
         ..., metavar="INPUT...", help="Files, folders, glob patterns, @list.txt, or - for stdin."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Result file: .csv or .jsonl (by its suffix)."
+        ..., "--out", "-o", help="Result file: .csv, .jsonl or .parquet (by its suffix)."
     ),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per inference batch."),
     workers: int | None = typer.Option(
@@ -59,8 +63,9 @@ def predict_command(
     threads: int | None = typer.Option(
         None,
         "--threads",
-        help="Inference threads (default: the cores the decode workers leave, at least 1). "
-        "Decoders plus threads above the core count slow both down.",
+        help="Inference threads (default: the cores the decode workers leave, at least 1; with "
+        "--engine ray: per actor, default 1). Decoders plus threads above the core count slow "
+        "both down.",
     ),
     threshold: float | None = typer.Option(
         None,
@@ -87,6 +92,30 @@ def predict_command(
         help="At the end, rewrite OUT with the most suspicious rows first (errors last).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress line."),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local: decode processes and the model on this machine. ray: decode tasks and "
+        "classifier actors on a Ray cluster (ONNX models; pip install -e '.\\[ray]').",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Join this Ray cluster (host:port, ray://host:port or auto); default: start a "
+        "local Ray on this machine for the run.",
+    ),
+    actors: int | None = typer.Option(
+        None,
+        "--actors",
+        help="Ray classifier actors, one onnxruntime session each (default: one per "
+        "--gpus-per-actor share of the GPUs, else one per two CPUs).",
+    ),
+    gpus_per_actor: float = typer.Option(
+        0.0,
+        "--gpus-per-actor",
+        help="GPUs for each Ray actor (0: CPU; 0.5: two actors share one); needs onnxruntime's "
+        "CUDA provider on the nodes.",
+    ),
     review: Path | None = typer.Option(
         None,
         "--review",
@@ -101,7 +130,7 @@ def predict_command(
         "is one. With an .onnx MODEL and no checkpoint the page has no heatmaps.",
     ),
 ) -> None:
-    """Classify photos as genuine or counterfeit into a CSV or JSONL file, streaming.
+    """Classify photos as genuine or counterfeit into a CSV, JSONL or Parquet file, streaming.
 
     Bad files (corrupt, truncated, empty, not an image, too large, unreadable, dangling links)
     become error rows and the run goes on."""
@@ -132,6 +161,10 @@ def predict_command(
         sort=sort,
         progress=progress,
         stdin=sys.stdin,
+        engine=engine,
+        ray_address=ray_address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
     )
     print_summary(summary)
     if review is not None:
@@ -180,7 +213,7 @@ def print_summary(summary) -> None:
 
 
 def merge_command(
-    out: Path = typer.Argument(..., help="Merged result file: .csv or .jsonl."),
+    out: Path = typer.Argument(..., help="Merged result file: .csv, .jsonl or .parquet."),
     shards: list[Path] = typer.Argument(..., metavar="RESULT...", help="Result files to join."),
     sort: bool = typer.Option(
         False, "--sort", help="Most suspicious first (errors last) instead of file order."
@@ -190,8 +223,8 @@ def merge_command(
     """Join `cfimg predict` result files (e.g. one per --shard) into OUT, atomically.
 
     Each path appears once: a classified row wins over an error row for the same path, otherwise
-    the first one seen. Partial last lines (killed runs) are ignored. Inputs may mix CSV and
-    JSONL; OUT's suffix picks its format."""
+    the first one seen. Partial last lines (killed runs) are ignored. Inputs may mix CSV, JSONL
+    and Parquet; OUT's suffix picks its format."""
     from cfimg.results import merge_results
 
     written, dropped = merge_results(out, shards, sort=sort, overwrite=overwrite)

@@ -1,8 +1,10 @@
 """The `cfimg predict` job: inputs -> shard -> skip what --resume finds done -> rows -> file.
 
-Inputs are enumerated lazily, classified a batch at a time (cfimg.predict.classify) and appended
-to the result file (cfimg.results) as each batch comes, with a live progress line on stderr;
-`--sort` rewrites the file at the end.
+Inputs are enumerated lazily, classified a batch at a time and appended to the result file
+(cfimg.results) as each batch comes, with a live progress line on stderr; `--sort` rewrites the
+file at the end. The rows come from one of two engines behind the same `row_batches(paths)`:
+the local one (decode processes and a model here, cfimg.predict.classify) or Ray's (decode
+tasks and classifier actors on a cluster, cfimg.predict.ray_engine).
 
     predict_paths("model.onnx", ["photos/"], "results.csv")  # the whole `cfimg predict` job
 """
@@ -14,26 +16,31 @@ import itertools
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cfimg.engines import is_onnx_path
 from cfimg.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 from cfimg.imageio import DEFAULT_MAX_PIXELS
 from cfimg.inputs import Shard, iter_input_paths, parse_shard, path_key
 from cfimg.predict.classify import DEFAULT_BATCH_SIZE, classify_batches, default_split
+from cfimg.predict.ray_engine import RayClassifier, RayOptions, import_ray
 from cfimg.results import (
     VERDICT_ERROR,
+    PredictionRow,
     ResultScan,
     check_output_path,
     error_kind,
     open_result_writer,
+    result_file_exists,
     scan_results,
     sort_results,
 )
 
 _ERRORS_SHOWN = 10  # error rows echoed on stderr while running; the file has them all
+ENGINES = ("local", "ray")  # where the rows come from: this machine's processes, or Ray
 
 
 @dataclass
@@ -83,9 +90,18 @@ def predict_paths(
     sort: bool = False,
     progress: bool = True,
     stdin: IO[str] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
 ) -> PredictSummary:
-    """Classify every image named by `inputs` (files, folders, globs, @lists, '-') into a CSV or
-    JSONL file, streaming a batch at a time; see `cfimg predict --help` for the behaviour.
+    """Classify every image named by `inputs` (files, folders, globs, @lists, '-') into a CSV,
+    JSONL or Parquet file, streaming a batch at a time; see `cfimg predict --help`.
+
+    `engine` "local" decodes in worker processes of this machine and runs the model in this
+    process; "ray" decodes in Ray tasks and classifies in `actors` Ray actors (`gpus_per_actor`
+    GPUs and `threads` threads each) on the cluster at `ray_address`, or on a local Ray started
+    for the run (cfimg.predict.ray_engine). Everything else is the same for both.
 
     Raises UsageError (bad options, output exists, no images found), ModelFileError."""
     if batch_size < 1:
@@ -94,18 +110,32 @@ def predict_paths(
         raise UsageError("--workers must be 0 (decode in the main process) or more")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold} is not a probability between 0 and 1")
+    ray_options = _ray_options(
+        engine,
+        workers=workers,
+        device=device,
+        threads=threads,
+        address=ray_address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+    )
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     out_path = Path(out_path)
     check_output_path(out_path, resume=resume, overwrite=overwrite)
-    if threads is None and workers is not None:
-        threads = max(1, (os.cpu_count() or 1) - workers)
-    engine, model_id = _engine_and_id(engine_or_model_path, device, threads or default_split()[1])
+    batching = {"batch_size": batch_size, "threshold": threshold, "max_pixels": max_pixels}
+    if ray_options is None:
+        classifier = _local_classifier(
+            engine_or_model_path, device=device, threads=threads, workers=workers, **batching
+        )
+    else:
+        classifier = _ray_classifier(engine_or_model_path, ray_options, **batching)
+    model_id = classifier.model_id
 
     found = iter_input_paths(inputs, stdin=stdin)
     first = next(found, None)
     if first is None:
         raise UsageError(f"no images found in {' '.join(inputs) or 'the inputs given'}")
-    scan = scan_results(out_path) if resume and out_path.exists() else ResultScan()
+    scan = scan_results(out_path) if resume and result_file_exists(out_path) else ResultScan()
     console = _stderr_console() if progress else None
     if console and scan.model_ids - {model_id, ""}:
         console.print(
@@ -116,18 +146,11 @@ def predict_paths(
     selected = _select(itertools.chain([first], found), shard, scan.done_keys, tally)
     verdicts, errors = Counter(scan.verdict_counts), Counter(scan.error_counts)
     rows_written = 0
-    start = time.perf_counter()
     bar = _ProgressLine(console) if console else contextlib.nullcontext()
-    with open_result_writer(out_path, resume=resume, scan=scan) as writer, bar:
-        for rows in classify_batches(
-            engine,
-            selected,
-            batch_size=batch_size,
-            workers=workers,
-            threshold=threshold,
-            max_pixels=max_pixels,
-            model_id=model_id,
-        ):
+    # The classifier first: a Ray that cannot start must not leave an empty result file.
+    with classifier, open_result_writer(out_path, resume=resume, scan=scan) as writer, bar:
+        start = time.perf_counter()
+        for rows in classifier.row_batches(selected):
             writer.write(rows)
             rows_written += len(rows)
             for row in rows:
@@ -138,19 +161,88 @@ def predict_paths(
                         console.print(f"warning: {row.path}: {row.error}", markup=False)
             if console:
                 bar.update(rows_written, errors.total() - scan.error_counts.total())
-    elapsed_s = time.perf_counter() - start
+        elapsed_s = time.perf_counter() - start
     if sort:
         sort_results(out_path)
     return PredictSummary(
         out_path=out_path,
         model_id=model_id,
-        device=engine.device,
+        device=classifier.device,
         verdict_counts=dict(verdicts),
         error_counts=dict(errors),
         rows_written=rows_written,
         skipped_done=tally["done"],
         elapsed_s=elapsed_s,
     )
+
+
+def _ray_options(
+    engine: str, *, workers, device, threads, address, actors, gpus_per_actor
+) -> RayOptions | None:
+    """RayOptions for engine "ray", None for "local"; the other engine's flags are errors."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "local":
+        ray_flags = (("--ray-address", address), ("--actors", actors))
+        given = [flag for flag, value in ray_flags if value is not None]
+        given += ["--gpus-per-actor"] * bool(gpus_per_actor)
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --engine ray")
+        return None
+    if workers is not None:
+        raise UsageError("--workers: only with --engine local (Ray decodes on every free CPU)")
+    return RayOptions(
+        address=address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        threads_per_actor=1 if threads is None else threads,
+        device=device,
+    )
+
+
+class _LocalClassifier:
+    """The local engine as the job uses it (like RayClassifier): decode worker processes of
+    this machine feeding a model loaded in this process."""
+
+    def __init__(self, model_engine, model_id: str, **batching):
+        self.model_id = model_id
+        self.device = model_engine.device
+        self._engine = model_engine
+        self._batching = batching
+
+    def row_batches(self, paths: Iterable[str]) -> Iterator[list[PredictionRow]]:
+        return classify_batches(self._engine, paths, model_id=self.model_id, **self._batching)
+
+    def __enter__(self) -> _LocalClassifier:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+
+def _local_classifier(
+    engine_or_model_path, *, device: str, threads: int | None, workers: int | None, **batching
+) -> _LocalClassifier:
+    if threads is None and workers is not None:
+        threads = max(1, (os.cpu_count() or 1) - workers)
+    model_engine, model_id = _engine_and_id(
+        engine_or_model_path, device, threads or default_split()[1]
+    )
+    return _LocalClassifier(model_engine, model_id, workers=workers, **batching)
+
+
+def _ray_classifier(model_path, options: RayOptions, **batching) -> RayClassifier:
+    if not isinstance(model_path, str | os.PathLike):
+        raise UsageError("engine='ray' needs the model's file path, not a loaded engine")
+    if not is_onnx_path(model_path):
+        raise UsageError(
+            f"{model_path}: --engine ray runs ONNX models; export it first (cfimg export RUN)"
+        )
+    import_ray()  # before the model loads: the one line that says how to install it
+    # Read the card (and check the file) here; the actors load their own sessions.
+    card_engine, model_id = _engine_and_id(model_path, "cpu", 1)
+    prep = card_engine.card.preprocessing
+    return RayClassifier(model_path, prep, options, model_id=model_id, **batching)
 
 
 def _engine_and_id(engine_or_model_path, device: str, threads: int | None):
