@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import signal
@@ -574,3 +575,29 @@ def test_missing_review_model_is_refused_before_any_photo_is_classified(
     )
     assert code == 5 and "missing.pt: file not found" in stderr
     assert len(stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_items_flag_writes_one_verdict_per_listing_beside_the_rows(
+    run_cli, models, tmp_path, write_image
+):
+    photos = tmp_path / "listings"
+    for item in ("bagA", "bagB"):
+        for view in (1, 2, 3):
+            write_image(photos / f"{item}_{view}.png", size_px=(48, 40), seed=view)
+    out = tmp_path / "rows.csv"
+    code, stdout, _ = run_cli(["predict", models["onnx"], photos, "-o", out, "--items"])
+    assert code == 0 and "2 items" in stdout
+    items = list(csv.DictReader(open(tmp_path / "rows.items.csv")))
+    assert sorted(row["n_photos"] for row in items) == ["3", "3"]
+    p_rows = {row.path: row.p_counterfeit for row in read_results(out)}
+    for row in items:  # the card's rule for a default card: the most suspicious photo decides
+        mine = [
+            p for path, p in p_rows.items() if Path(path).stem.startswith(Path(row["item_id"]).name)
+        ]
+        assert float(row["p_counterfeit"]) == pytest.approx(max(mine), abs=1e-6)
+
+
+def test_item_options_without_items_are_refused_before_any_work(run_cli, models, photos, tmp_path):
+    out = tmp_path / "rows.csv"
+    code, _, stderr = run_cli(["predict", models["onnx"], photos, "-o", out, "--item-rule", "max"])
+    assert code == 2 and "go with --items" in stderr and not out.exists()

@@ -116,6 +116,20 @@ def predict_command(
         help="GPUs for each Ray actor (0: CPU; 0.5: two actors share one); needs onnxruntime's "
         "CUDA provider on the nodes.",
     ),
+    items: bool = typer.Option(
+        False,
+        "--items",
+        help="Also write one verdict per item (listing) beside OUT: OUT.items.csv or .jsonl.",
+    ),
+    group_regex: str | None = typer.Option(
+        None, "--group-regex", help="--items: item id from the file name, as cfimg train."
+    ),
+    items_from: Path | None = typer.Option(
+        None, "--items-from", help="--items: a manifest CSV with path and item_id columns."
+    ),
+    item_rule: str | None = typer.Option(
+        None, "--item-rule", help="--items: max|mean_logit|noisy_or [the model card's]."
+    ),
     review: Path | None = typer.Option(
         None,
         "--review",
@@ -140,7 +154,15 @@ def predict_command(
     from cfimg.imageio import DEFAULT_MAX_PIXELS
     from cfimg.predict import predict_paths
 
-    # --review's own mistakes surface now, not after the whole batch has been classified.
+    # --items' and --review's own mistakes surface now, not after the whole batch has run.
+    if items:
+        from cfimg.items import check_item_rule, item_grouper
+
+        if item_rule is not None:
+            check_item_rule(item_rule)
+        item_grouper(group_regex, items_from)
+    elif group_regex or items_from or item_rule:
+        raise UsageError("--group-regex, --items-from and --item-rule go with --items")
     if review is not None and top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})")
     if review is not None and review_model is not None and not review_model.exists():
@@ -167,6 +189,22 @@ def predict_command(
         gpus_per_actor=gpus_per_actor,
     )
     print_summary(summary)
+    if items:
+        from cfimg.items import items_path_for, write_items_file
+
+        written = write_items_file(
+            out,
+            items_path_for(out),
+            summary.card if threshold is None else threshold,
+            item_rule,
+            group_regex=group_regex,
+            items_from=items_from,
+        )
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(written.verdict_counts.items()))
+        print(
+            f"{written.n_items} items ({counts}) from {written.n_photos} photos, rule "
+            f"{written.rule} at threshold {written.threshold:.3f}, written to {written.items_path}"
+        )
     if review is not None:
         # After predict has closed its onnxruntime session, so torch (Grad-CAM) and onnxruntime
         # threads never compete for the same cores.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cfimg.card import ModelCard
 from cfimg.engines import is_onnx_path
 from cfimg.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED, UsageError
 from cfimg.imageio import DEFAULT_MAX_PIXELS
@@ -55,6 +56,7 @@ class PredictSummary:
     rows_written: int  # by this run
     skipped_done: int  # inputs already in the output (--resume)
     elapsed_s: float  # classification time of this run, model loading excluded
+    card: ModelCard | None = None  # the model's card: thresholds, item rule
 
     @property
     def total_rows(self) -> int:
@@ -173,6 +175,7 @@ def predict_paths(
         rows_written=rows_written,
         skipped_done=tally["done"],
         elapsed_s=elapsed_s,
+        card=classifier.card,
     )
 
 
@@ -206,6 +209,7 @@ class _LocalClassifier:
 
     def __init__(self, model_engine, model_id: str, **batching):
         self.model_id = model_id
+        self.card = model_engine.card
         self.device = model_engine.device
         self._engine = model_engine
         self._batching = batching
@@ -241,8 +245,7 @@ def _ray_classifier(model_path, options: RayOptions, **batching) -> RayClassifie
     import_ray()  # before the model loads: the one line that says how to install it
     # Read the card (and check the file) here; the actors load their own sessions.
     card_engine, model_id = _engine_and_id(model_path, "cpu", 1)
-    prep = card_engine.card.preprocessing
-    return RayClassifier(model_path, prep, options, model_id=model_id, **batching)
+    return RayClassifier(model_path, card_engine.card, options, model_id=model_id, **batching)
 
 
 def _engine_and_id(engine_or_model_path, device: str, threads: int | None):

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cfimg.card import ModelCard
 from cfimg.errors import CfimgError, UsageError, one_line
 from cfimg.model_input import ModelInput
 from cfimg.predict.classify import classify_images
@@ -147,14 +148,14 @@ class RayClassifier:
     """Rows for paths from decode tasks and classifier actors on Ray; use it in `with`, which
     starts (or joins) Ray and the actors and stops what it started.
 
-        with RayClassifier("model.onnx", prep, RayOptions(), model_id="m@1") as ray_rows:
+        with RayClassifier("model.onnx", card, RayOptions(), model_id="m@1") as ray_rows:
             for rows in ray_rows.row_batches(paths): ...
     """
 
     def __init__(
         self,
         model_path: str | Path,
-        prep: Preprocessing,
+        card: ModelCard,
         options: RayOptions,
         *,
         model_id: str,
@@ -164,7 +165,8 @@ class RayClassifier:
     ):
         self._ray = import_ray()
         self._model_path = str(Path(model_path).resolve())  # the same path on every node
-        self._prep = prep
+        self.card = card  # the model's, read once on the driver
+        self._prep = card.preprocessing
         self._options = options
         self._actor_device = options.actor_device
         self.model_id = model_id
