@@ -117,4 +117,3 @@ def normalize_nchw(pixels_uint8_nhwc: np.ndarray, prep: Preprocessing) -> np.nda
     std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
     chw = pixels_uint8_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     return np.ascontiguousarray((chw - mean) / std)
-

@@ -52,10 +52,7 @@ def _mask_csv(text: str, work: Path) -> str:
 
 def _mask_json(value, work: Path):
     if isinstance(value, dict):
-        return {
-            k: ("<t>" if _volatile_key(k) else _mask_json(v, work))
-            for k, v in value.items()
-        }
+        return {k: ("<t>" if _volatile_key(k) else _mask_json(v, work)) for k, v in value.items()}
     if isinstance(value, list):
         return [_mask_json(v, work) for v in value]
     if isinstance(value, str):
@@ -67,9 +64,12 @@ def _file_digest(path: Path, work: Path) -> str:
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
-            return "json:" + hashlib.sha256(
-                json.dumps(_mask_json(data, work), sort_keys=True).encode()
-            ).hexdigest()[:16]
+            return (
+                "json:"
+                + hashlib.sha256(
+                    json.dumps(_mask_json(data, work), sort_keys=True).encode()
+                ).hexdigest()[:16]
+            )
         except ValueError:
             pass
     if path.suffix == ".csv":
@@ -85,14 +85,48 @@ def _commands(work: Path) -> list[tuple[str, list[str]]]:
     data, run = work / "data", work / "run"
     onnx = work / "model.onnx"
     return [
-        ("synth", ["synth", str(data), "--n", "48", "--seed", "3", "--size", "160", "--workers", "0", "--quiet"]),
+        (
+            "synth",
+            [
+                "synth",
+                str(data),
+                "--n",
+                "48",
+                "--seed",
+                "3",
+                "--size",
+                "160",
+                "--workers",
+                "0",
+                "--quiet",
+            ],
+        ),
         ("data-check", ["data", "check", str(data)]),
         (
             "train",
             [
-                "train", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "8",
-                "--img-size", "96", "--workers", "0", "--threads", "1", "--weight-decay", "0", "--ema-decay", "0", "--no-amp",
-                "--quiet", "--seed", "1",
+                "train",
+                str(data),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--img-size",
+                "96",
+                "--workers",
+                "0",
+                "--threads",
+                "1",
+                "--weight-decay",
+                "0",
+                "--ema-decay",
+                "0",
+                "--no-amp",
+                "--quiet",
+                "--seed",
+                "1",
             ],
         ),
         ("eval", ["eval", str(run / "best.pt"), str(data), "--out", str(work / "report")]),
@@ -101,8 +135,16 @@ def _commands(work: Path) -> list[tuple[str, list[str]]]:
         ("info-pt", ["info", str(run / "best.pt")]),
         ("predict", ["predict", str(onnx), str(data), "--out", str(work / "pred.csv"), "--sort"]),
         ("predict-jsonl", ["predict", str(onnx), str(data), "--out", str(work / "pred.jsonl")]),
-        ("explain", ["explain", str(run / "best.pt"), str(data / "counterfeit" / "bag"), "--out",
-                     str(work / "explain"), ]),
+        (
+            "explain",
+            [
+                "explain",
+                str(run / "best.pt"),
+                str(data / "counterfeit" / "bag"),
+                "--out",
+                str(work / "explain"),
+            ],
+        ),
     ]
 
 
