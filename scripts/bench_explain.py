@@ -88,8 +88,10 @@ def resolution_px(explainer) -> float:
     if explainer.network is None:
         return size * OCCLUSION_STRIDE_FRAC
 
+    from cfimg.models import feature_module
+
     shapes = []
-    layer = explainer.target[1]
+    layer = feature_module(explainer.network)
     handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
     try:
         with torch.no_grad():
@@ -184,9 +186,7 @@ def main() -> int:
         photos = [load_rgb(s.path) for s in chunk]
         views = np.stack([preprocess_image(p, prep) for p in photos])
         if explainer.network is not None:
-            heatmaps, p_counterfeit = gradcam_batch(
-                explainer.network, card, views, target=explainer.target
-            )
+            heatmaps, p_counterfeit = gradcam_batch(explainer.network, card, views)
         else:  # ONNX: occlusion, one photo at a time
             pairs = [occlusion_map(explainer.engine.predict, card, view) for view in views]
             heatmaps, p_counterfeit = [h for h, _ in pairs], [p for _, p in pairs]
