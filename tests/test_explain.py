@@ -214,7 +214,9 @@ def _tiny_cnn() -> nn.Module:
     def block(c_in, c_out, stride):
         return [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.ReLU()]
 
-    return nn.Sequential(
+    from cfimg.models import HeadLayout
+
+    network = nn.Sequential(
         *block(3, 16, 1),
         *block(16, 32, 2),
         *block(32, 32, 2),
@@ -223,6 +225,9 @@ def _tiny_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(32, 2),
     )
+    # Where its head's parts sit, as cfimg.models attaches to every network it builds.
+    network.cfimg_layout = HeadLayout(features="7", pool="8", classifier="10")
+    return network
 
 
 @pytest.mark.slow
@@ -230,7 +235,7 @@ def test_gradcam_peak_hits_the_evidence_far_more_often_than_a_random_point():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     prep = Preprocessing(img_size_px=64, resize_px=64, mean=HALF_MEAN_STD, std=HALF_MEAN_STD)
-    card = ModelCard(arch="test_tiny_cnn", preprocessing=prep)  # not in the table: probed
+    card = ModelCard(arch="test_tiny_cnn", preprocessing=prep)
     fakes, _ = _patch_images(128, rng, counterfeit=True)
     reals, _ = _patch_images(128, rng, counterfeit=False)
     views = np.stack([preprocess_image(p, prep) for p in fakes + reals])
