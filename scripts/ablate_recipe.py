@@ -31,7 +31,7 @@ from cfimg.benchutil import matmul_gflops  # noqa: E402
 from cfimg.train import TrainConfig  # noqa: E402
 
 # The recipe before this ablation: 224 px input resized from the whole photo, average pooling.
-BASELINE = dict(img_size_px=224, epochs=12, early_stop_patience=0)
+BASELINE = dict(img_size_px=224, epochs=12, early_stop_patience=0, cpu_bf16=True)
 
 
 def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dict]]:
@@ -42,7 +42,7 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
     return {
         "baseline": ("224 px resized view, avg pooling, EMA warmed up, bf16", {}),
         "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
-        "no_bf16": ("fp32 instead of bf16 autocast", dict(amp=False)),
+        "no_bf16": ("fp32 instead of bf16 autocast", dict(cpu_bf16=False)),
         "full_frame": (f"{frame_px} px input (full frame), resized crops", full_frame),
         "native_crop": (f"full frame at inference, {crop_px} px native-scale crops", native),
         "max_pool": ("max pooling", dict(pooling="max")),

@@ -77,8 +77,9 @@ def train_command(
     resume: str | None = typer.Option(None, "--resume", help="Continue the run in this folder."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
     weights: str | None = typer.Option(None, "--weights", help="Start from this local file."),
-    amp: bool = typer.Option(
-        True, "--amp/--no-amp", help="Mixed precision: CUDA, and CPUs with native bf16."
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA."),
+    cpu_bf16: bool = typer.Option(
+        False, "--cpu-bf16", help="bf16 autocast on CPUs with native bf16 (AVX-512 BF16, AMX)."
     ),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     val_frac: float = typer.Option(0.15, "--val-frac"),
@@ -136,6 +137,7 @@ def train_command(
             pretrained=pretrained and weights is None,
             weights_path=weights,
             amp=amp,
+            cpu_bf16=cpu_bf16,
             compile=compile_model,
             val_frac=val_frac,
             test_frac=test_frac,

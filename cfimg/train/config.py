@@ -53,6 +53,9 @@ class TrainConfig:
     pretrained: bool = True
     weights_path: str | None = None
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
+    # bf16 autocast on a CPU with native bf16: faster steps, but not yet shown to keep accuracy
+    # on the recipe ablation, so opt-in (BENCHMARKS.md, "Recipe ablation").
+    cpu_bf16: bool = False
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the network
     val_frac: float = 0.15

@@ -162,13 +162,13 @@ def make_ema(model: nn.Module, decay: float):
 
 
 def amp_dtype(config: TrainConfig, ctx: DistributedContext) -> torch.dtype | None:
-    """Autocast dtype: on CUDA bf16 where supported, else fp16; on a CPU with native bf16
-    (AVX-512 BF16, AMX) bf16; None: full precision (--no-amp, or a CPU without it)."""
-    if not config.amp:
-        return None
+    """Autocast dtype: with --amp on CUDA bf16 where supported, else fp16; with --cpu-bf16 on a
+    CPU with native bf16 (AVX-512 BF16, AMX) bf16; None: full precision."""
     if ctx.device.startswith("cuda"):
+        if not config.amp:
+            return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
+    return torch.bfloat16 if config.cpu_bf16 and cpu_has_native_bf16() else None
 
 
 def cpu_has_native_bf16() -> bool:
