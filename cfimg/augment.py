@@ -42,7 +42,9 @@ class AugmentConfig:
     # Native-scale crops: a random square of this side from the photo at the evaluation scale
     # (shorter side resize_px), so training sees the pixels inference sees, a few px wide cues
     # included, while the fully convolutional network still covers the whole frame at inference.
-    # None: a resized view of most of the frame (crop_scale), at the model's input size.
+    # 0: a resized view of most of the frame (crop_scale), at the model's input size. None: the
+    # training config decides (TrainConfig.resolved_crop_px: the architecture's input side when
+    # the frame is larger than it); augment_image treats it as 0.
     native_crop_px: int | None = None
 
     def to_dict(self) -> dict:
@@ -114,7 +116,7 @@ def augment_image(
 ) -> np.ndarray:
     """RGB photo -> uint8 [S, S, 3] training view, resampled with the card's interpolation
     (S: native_crop_px when set, else the model's input size)."""
-    if aug.native_crop_px is None:
+    if not aug.native_crop_px:
         size = prep.img_size_px
         box = random_resized_crop_box(image.width, image.height, aug, generator)
         view = image.resize((size, size), prep.pil_filter, box=box)
@@ -150,6 +152,6 @@ def augment_image(
 
 def decode_size_for_training(prep: Preprocessing, aug: AugmentConfig) -> int:
     """Shorter side to decode at so the smallest random crop is not upsampled much."""
-    if aug.native_crop_px is not None:
+    if aug.native_crop_px:
         return prep.resize_px  # native crops are taken at the evaluation scale
     return math.ceil(prep.resize_px / math.sqrt(max(aug.crop_scale[0], 0.25)))

@@ -50,6 +50,10 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
         "gem_pool": ("GeM pooling", dict(pooling="gem")),
         "head_first": ("1 epoch head only, then all", dict(freeze_backbone_epochs=1)),
         "layer_decay": ("layer-wise lr decay 0.8", dict(layer_decay=0.8)),
+        "native_freeze": (
+            "native_crop + stem and first 2 stages frozen",
+            {**native, "freeze_stages": 3},
+        ),
         "combined": (
             "native crops + full frame + attention pooling + layer decay 0.8, lr 3e-4",
             {**native, "pooling": "attn", "layer_decay": 0.8, "lr": 3e-4},

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from cfimg.augment import AugmentConfig, augment_image, sample_generator
 from cfimg.checkpoint import load_checkpoint, load_model
@@ -454,6 +455,52 @@ def test_layer_decay_gives_the_head_the_full_rate_and_the_stem_the_least():
     assert len(rate) == len(named)  # every parameter is trained, once
 
 
+def test_frozen_stages_keep_their_weights_and_norm_statistics_and_the_rest_trains():
+    from cfimg.heads import HeadSpec
+    from cfimg.models import ClassifierWithPreprocessing, create_model, head_parameter_names
+    from cfimg.train.loop import train_step
+    from cfimg.train.optim import TrainingParts, freeze_stages, make_optimizer, network_stages
+
+    torch.manual_seed(0)
+    network = create_model("mobilenet_v3_small", head=HeadSpec(), pretrained=False)
+    model = ClassifierWithPreprocessing(network, Preprocessing(img_size_px=64, resize_px=64))
+    heads = {f"network.{n}" for n in head_parameter_names(network)}
+    stages = network_stages(model)
+    assert stages[0][0] == "network.features.0.0.weight"  # the stem first
+    frozen_modules = freeze_stages(model, 2, heads)
+    parts = TrainingParts(
+        model=model,
+        forward=model,
+        ema=None,
+        optimizer=make_optimizer(model, TrainConfig(data="", weight_decay=0.05, freeze_stages=2)),
+        scaler=None,
+        criterion=nn.CrossEntropyLoss(),
+        amp_dtype=None,
+        head_names=heads,
+        frozen_modules=frozen_modules,
+    )
+    frozen = {name for names in stages[:2] for name in names}
+    in_optimizer = {id(p) for group in parts.optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert all(id(named[name]) not in in_optimizer for name in frozen)
+    before = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    parts.train_mode()
+    images = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    train_step(
+        parts, images, torch.tensor([0, 1, 0, 1]), lr=1e-2, seed=0, frozen=False, clip_norm=1.0
+    )
+    after = model.state_dict()
+    stem_norm = "network.features.0.1.running_mean"  # a frozen norm layer's statistics
+    assert torch.equal(before[stem_norm], after[stem_norm])
+    assert all(torch.equal(before[name], after[name]) for name in frozen)
+    assert not torch.equal(
+        before["network.features.3.block.0.0.weight"], after["network.features.3.block.0.0.weight"]
+    )
+    assert not torch.equal(
+        before["network.classifier.3.weight"], after["network.classifier.3.weight"]
+    )
+
+
 @pytest.mark.slow
 def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_path):
     run = tmp_path / "run"
@@ -477,8 +524,9 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
     "flags, message",
     [
         (["--pooling", "median"], "--pooling must be one of"),
-        (["--crop", "4096"], "--crop must be between"),
+        (["--crop", "4096"], "--crop must be 0 (resized crops) or between"),
         (["--layer-decay", "1.5"], "--layer-decay must be in"),
+        (["--freeze-stages", "-1"], "--freeze-stages must be"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):

@@ -34,8 +34,10 @@ def train_command(
     data: str | None = typer.Argument(None, help="Labelled photos; omit with --resume."),
     val: str | None = typer.Option(None, "--val", help="Separate validation data."),
     arch: str = typer.Option(DEFAULT_ARCH, "--arch", help="Architecture."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input side in px [224]."),
-    detail: bool = typer.Option(False, "--detail", help="Train at 320 px so fine print survives."),
+    img_size: int | None = typer.Option(
+        None, "--img-size", help="Inference frame side in px [384, or the arch's own if larger]."
+    ),
+    detail: bool = typer.Option(False, "--detail", help="A 512 px frame, for the finest print."),
     epochs: int = typer.Option(15, "--epochs"),
     batch_size: int = typer.Option(32, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr", help="Peak AdamW learning rate."),
@@ -52,10 +54,19 @@ def train_command(
     pooling: str = typer.Option("avg", "--pooling", help="Head pooling: avg|max|avgmax|gem|attn."),
     head_dropout: float | None = typer.Option(None, "--head-dropout", help="[the arch's own]"),
     crop: int | None = typer.Option(
-        None, "--crop", help="Train on random native-scale crops of this side (px) [off]."
+        None,
+        "--crop",
+        help="Train on random crops of this side (px) at the inference scale; 0 = resized "
+        "crops of most of the frame [the arch's input side when --img-size is larger].",
     ),
     layer_decay: float = typer.Option(
         1.0, "--layer-decay", help="Layer-wise lr decay per block from the head; 1 = off."
+    ),
+    freeze_stages: int | None = typer.Option(
+        None,
+        "--freeze-stages",
+        help="Keep the stem and the next N-1 stages as pretrained; 0 = train all "
+        "[3 from pretrained weights, 0 from scratch].",
     ),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
     patience: int = typer.Option(6, "--patience", help="Early stop after N flat epochs; 0 = off."),
@@ -123,6 +134,7 @@ def train_command(
             pooling=pooling,
             head_dropout=head_dropout,
             layer_decay=layer_decay,
+            freeze_stages=freeze_stages,
             grad_clip_norm=grad_clip,
             early_stop_patience=patience,
             select_metric=select_metric,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cfimg.augment import AugmentConfig
@@ -15,6 +15,13 @@ from cfimg.preprocess import Preprocessing
 
 SELECT_METRICS = ("roc_auc", "balanced_accuracy", "accuracy", "pr_auc", "f1")
 
+# The default recipe (README, "Why this default"; BENCHMARKS.md, "Recipe ablation"): inference on
+# a 384 px frame, training on random crops of the architecture's own input side at that scale,
+# and the stem plus the first two stages kept as pretrained.
+DEFAULT_FRAME_PX = 384
+DETAIL_FRAME_PX = 512  # --detail: for print and stitching that 384 px still blurs
+DEFAULT_FREEZE_STAGES = 3  # the stem and two stages (cfimg.train.optim.network_stages)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -23,8 +30,8 @@ class TrainConfig:
     data: str
     val_data: str | None = None  # a separate validation source; else a grouped split of `data`
     arch: str = DEFAULT_ARCH
-    img_size_px: int | None = None  # None: the architecture's own (224), or 320 with `detail`
-    detail: bool = False  # higher resolution (320 px) so fine print and stitching survive
+    img_size_px: int | None = None  # None: DEFAULT_FRAME_PX, or DETAIL_FRAME_PX with `detail`
+    detail: bool = False  # higher resolution (512 px) so the finest print survives
     epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
@@ -36,6 +43,9 @@ class TrainConfig:
     pooling: str = "avg"  # the head's pooling (cfimg.heads.POOLINGS)
     head_dropout: float | None = None  # None: the architecture's own
     layer_decay: float = 1.0  # layer-wise lr decay: block k of K from the head trains at d^(K-k)
+    # The stem and the next N-1 stages stay as pretrained (weights and norm statistics); 0: none.
+    # None: DEFAULT_FREEZE_STAGES when starting from pretrained weights, 0 from scratch.
+    freeze_stages: int | None = None
     freeze_backbone_epochs: int = 0  # train only the classifier head for the first N epochs
     grad_clip_norm: float = 1.0  # 0 disables
     # Epochs without improvement before stopping (0: never). Generous, because under the cosine
@@ -68,7 +78,32 @@ class TrainConfig:
     def resolved_img_size_px(self) -> int:
         if self.img_size_px:
             return self.img_size_px
-        return 320 if self.detail else get_arch(self.arch).preprocessing.img_size_px
+        native = get_arch(self.arch).preprocessing.img_size_px
+        return max(native, DETAIL_FRAME_PX if self.detail else DEFAULT_FRAME_PX)
+
+    def resolved_freeze_stages(self) -> int:
+        if self.freeze_stages is not None:
+            return self.freeze_stages
+        starts_trained = self.pretrained or self.weights_path is not None
+        return DEFAULT_FREEZE_STAGES if starts_trained else 0
+
+    def resolved_crop_px(self) -> int:
+        """Side of the native-scale training crops; 0: resized crops of most of the frame.
+        Unset (None), the architecture's own input side when the frame is larger, else 0."""
+        if self.augment.native_crop_px is not None:
+            return self.augment.native_crop_px
+        native = get_arch(self.arch).preprocessing.img_size_px
+        return native if self.preprocessing().resize_px > native else 0
+
+    def resolved(self) -> TrainConfig:
+        """This config with every automatic choice made, as config.json records it, so a resumed
+        run (and a later version of cfimg) repeats exactly this recipe."""
+        return replace(
+            self,
+            img_size_px=self.resolved_img_size_px(),
+            freeze_stages=self.resolved_freeze_stages(),
+            augment=replace(self.augment, native_crop_px=self.resolved_crop_px()),
+        )
 
     def head(self) -> HeadSpec:
         return HeadSpec(pooling=self.pooling, dropout=self.head_dropout)
@@ -87,6 +122,13 @@ class TrainConfig:
         augment = {
             k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("augment", {}).items()
         }
+        if "freeze_stages" not in values:  # written before the automatic recipe: its meaning then
+            values["freeze_stages"] = 0
+            augment.setdefault("native_crop_px", None)
+            augment["native_crop_px"] = augment["native_crop_px"] or 0
+            if not values.get("img_size_px"):
+                native = get_arch(values.get("arch", DEFAULT_ARCH)).preprocessing.img_size_px
+                values["img_size_px"] = 320 if values.get("detail") else native
         known = {f for f in cls.__dataclass_fields__}
         return cls(
             augment=AugmentConfig(**augment), **{k: v for k, v in values.items() if k in known}
@@ -114,12 +156,16 @@ def validate_config(config: TrainConfig) -> None:
             "--head-dropout must be in [0, 1)",
         ),
         (
-            config.augment.native_crop_px is None
+            config.augment.native_crop_px in (None, 0)
             or 16 <= config.augment.native_crop_px <= config.preprocessing().resize_px,
-            f"--crop must be between 16 px and the resize side "
+            f"--crop must be 0 (resized crops) or between 16 px and the resize side "
             f"({config.preprocessing().resize_px} px)",
         ),
         (0 < config.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
+        (
+            config.freeze_stages is None or config.freeze_stages >= 0,
+            "--freeze-stages must be 0 or more",
+        ),
         (not (config.pretrained and config.weights_path), "--weights replaces --pretrained"),
         (
             not config.name or ("/" not in config.name and config.name not in (".", "..")),

@@ -34,6 +34,7 @@ from cfimg.train.optim import (
     LrSchedule,
     TrainingParts,
     amp_dtype,
+    freeze_stages,
     lr_schedule,
     make_ema,
     make_optimizer,
@@ -96,6 +97,7 @@ def train(
 ) -> TrainResult:
     """Train (or, with `resume_dir`, continue) a run; returns where it is and how it went."""
     validate_config(config)
+    config = config.resolved()  # config.json records the recipe's automatic choices as made
     started = time.perf_counter()
     ctx = init_distributed(config.device)
     run_dir = None
@@ -196,6 +198,7 @@ def build_training_parts(
         label_smoothing=config.label_smoothing,
     )
     head_names = {f"network.{name}" for name in head_parameter_names(network)}
+    frozen_modules = freeze_stages(model, config.resolved_freeze_stages(), head_names)
     trained = ctx.wrap(model)
     return TrainingParts(
         model=model,
@@ -206,6 +209,7 @@ def build_training_parts(
         criterion=criterion,
         amp_dtype=dtype,
         head_names=head_names,
+        frozen_modules=frozen_modules,
     )
 
 
@@ -279,7 +283,7 @@ def train_one_epoch(
     last.pt every config.save_every_steps steps and at config.stop_after_steps, where it stops."""
     config = run.config
     sampler.set_epoch(progress.epoch, skip=progress.step_in_epoch * config.batch_size)
-    parts.model.train()
+    parts.train_mode()
     frozen = progress.epoch < config.freeze_backbone_epochs
     started = time.perf_counter()
     seen_before, wait_s, lr, interrupted = progress.seen, 0.0, None, False

@@ -5,7 +5,7 @@ mixed-precision dtype, and `TrainingParts`, the model with everything that updat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -33,6 +33,8 @@ def weight_decay_groups(
     lr_scales = lr_scales or {}
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:  # frozen stages (freeze_stages)
+            continue
         key = (not decays(parameter), lr_scales.get(name, 1.0))
         groups.setdefault(key, []).append(parameter)
     return [
@@ -47,30 +49,64 @@ def weight_decay_groups(
     ]
 
 
-def layer_lr_scales(model: nn.Module, head_names: set[str], layer_decay: float) -> dict[str, float]:
-    """Layer-wise learning-rate decay (as BEiT and timm's `layer_decay`): the head trains at the
-    full rate and each stage below it at `layer_decay` times the one above, so the pretrained
-    early layers, which a few hundred photos cannot improve, move least. Stages are the
-    network's top-level children, with a stack of blocks (timm's `blocks`, torchvision's
-    `features`, ResNet's `layerN`) counted block by block."""
+def network_stages(model: nn.Module) -> list[list[str]]:
+    """The network's parameter names by depth, input first: the stem (every top-level child
+    before the first stack of blocks) is stage 0, then each block of a stack (timm's `blocks`,
+    torchvision's `features`, ResNet's `layerN`) and each later child is one stage. Names are
+    as in `model.named_parameters()`; the head's modules are stages too here (callers that
+    treat the head apart take its names out)."""
     network = model.network if hasattr(model, "network") else model
     prefix = "network." if network is not model else ""
-    stage_of: dict[str, int] = {}
-    stage = 0
+    stages: list[list[str]] = []
+    stem: list[str] = []
+    in_stem = True
     for child_name, child in network.named_children():
         stacked = isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1
+        in_stem = in_stem and not stacked
         for sub_name, sub in child.named_children() if stacked else [("", child)]:
-            owned = [n for n, _ in sub.named_parameters()]
-            if not owned:
-                continue
             base = f"{prefix}{child_name}" + (f".{sub_name}" if sub_name else "")
-            for name in owned:
-                stage_of[f"{base}.{name}"] = stage
-            stage += 1
-    top = stage  # the head, wherever its modules sit, gets the full rate
+            owned = [f"{base}.{name}" for name, _ in sub.named_parameters()]
+            if in_stem:
+                stem.extend(owned)
+            elif owned:
+                stages.append(owned)
+    return ([stem] if stem else []) + stages
+
+
+def layer_lr_scales(model: nn.Module, head_names: set[str], layer_decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay (as BEiT and timm's `layer_decay`): the head trains at the
+    full rate and each stage below it (`network_stages`) at `layer_decay` times the one above,
+    so the pretrained early layers, which a few hundred photos cannot improve, move least."""
+    stage_of = {name: depth for depth, names in enumerate(network_stages(model)) for name in names}
+    top = max(stage_of.values(), default=-1) + 1  # the head, wherever it sits, gets the full rate
     for name in head_names:
         stage_of[name] = top
     return {name: layer_decay ** (top - depth) for name, depth in stage_of.items()}
+
+
+def freeze_stages(model: nn.Module, n_stages: int, head_names: set[str]) -> list[nn.Module]:
+    """Fix the stem and the next `n_stages - 1` stages (`network_stages`) as pretrained: no
+    gradient, and their norm layers keep ImageNet's statistics. Returns the frozen modules, which
+    the loop puts back in eval mode after every `model.train()`. Why: on a few hundred photos
+    the early, generic edge and texture filters cannot improve, only overfit, and skipping their
+    backward pass makes a CPU step about twice as fast (BENCHMARKS.md, "Recipe ablation")."""
+    if n_stages <= 0:
+        return []
+    frozen_names = {
+        name
+        for names in network_stages(model)[:n_stages]
+        for name in names
+        if name not in head_names
+    }
+    parameters = dict(model.named_parameters())
+    for name in frozen_names:
+        parameters[name].requires_grad_(False)
+    frozen_modules = []
+    for module_name, module in model.named_modules():
+        owned = [f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)]
+        if owned and all(name in frozen_names for name in owned):
+            frozen_modules.append(module)
+    return frozen_modules
 
 
 def make_optimizer(
@@ -191,6 +227,15 @@ class TrainingParts:
     criterion: nn.Module
     amp_dtype: torch.dtype | None
     head_names: set[str]  # in model.named_parameters(): what a frozen-backbone step trains
+    frozen_modules: list[nn.Module] = field(
+        default_factory=list
+    )  # kept in eval mode (freeze_stages)
+
+    def train_mode(self) -> None:
+        """model.train(), the frozen stages' norm layers left on their pretrained statistics."""
+        self.model.train()
+        for module in self.frozen_modules:
+            module.eval()
 
     @property
     def inference_model(self) -> nn.Module:
