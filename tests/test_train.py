@@ -405,6 +405,43 @@ def test_config_json_names_what_weight_decay_leaves_out(tmp_path):
     assert resolved["no_weight_decay"] == "1-D parameters: norm weights and biases"
 
 
+def test_the_default_recipe_resolves_to_a_384_px_frame_native_crops_and_three_frozen_stages():
+    config = TrainConfig(data="photos").resolved()
+    assert (config.img_size_px, config.augment.native_crop_px, config.freeze_stages) == (
+        384,
+        224,
+        3,
+    )
+    assert config.preprocessing().img_size_px == 384
+    # from scratch nothing is frozen; a frame no larger than the arch's side keeps resized crops
+    scratch = TrainConfig(data="photos", pretrained=False, img_size_px=224).resolved()
+    assert (scratch.freeze_stages, scratch.augment.native_crop_px) == (0, 0)
+    lite2 = TrainConfig(data="photos", arch="efficientnet_lite2").resolved()
+    assert lite2.augment.native_crop_px == 260  # the arch's own input side
+    # explicit choices win, and resolving twice changes nothing
+    mine = TrainConfig(data="photos", img_size_px=320, freeze_stages=0).resolved()
+    assert (mine.img_size_px, mine.freeze_stages, mine.augment.native_crop_px) == (320, 0, 224)
+    assert mine.resolved() == mine
+
+
+def test_a_config_json_from_before_the_automatic_recipe_resumes_with_its_old_recipe():
+    from cfimg.train.config import TrainConfig as Config
+
+    old = TrainConfig(data="photos").to_dict()
+    del old["freeze_stages"]
+    old["img_size_px"] = None
+    old["augment"]["native_crop_px"] = None
+    config = Config.from_dict(old).resolved()
+    assert (config.img_size_px, config.augment.native_crop_px, config.freeze_stages) == (224, 0, 0)
+
+
+def test_a_run_records_its_resolved_recipe_in_config_json(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    _quiet_train(TrainConfig(data=str(tiny_data), epochs=1, out=str(run), **TINY))
+    saved = json.loads((run / "config.json").read_text())["config"]
+    assert saved["freeze_stages"] == 0 and saved["augment"]["native_crop_px"] == 0
+
+
 # --- the recipe's levers for fine local cues -----------------------------------------------------
 
 
