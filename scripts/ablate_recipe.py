@@ -47,6 +47,8 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
     photos' side, which full-frame inference takes whole through the fully convolutional net."""
     full_frame = dict(img_size_px=frame_px)
     native = {**full_frame, "augment": AugmentConfig(native_crop_px=crop_px)}
+    # Undo BASELINE's pins, so TrainConfig makes its automatic choices.
+    defaults = dict(img_size_px=None, freeze_stages=None, augment=AugmentConfig())
     return {
         "baseline": ("224 px resized view, avg pooling, EMA warmed up, bf16", {}),
         "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
@@ -64,20 +66,12 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
         ),
         "default": (
             "today's TrainConfig defaults (384 px frame, crops of the arch's side, 3 frozen)",
-            dict(img_size_px=None, freeze_stages=None, augment=AugmentConfig()),
+            defaults,
         ),
-        "default_attn": (
-            "default + gated attention pooling",
-            dict(img_size_px=None, freeze_stages=None, augment=AugmentConfig(), pooling="attn"),
-        ),
+        "default_attn": ("default + gated attention pooling", {**defaults, "pooling": "attn"}),
         "default_lite1": (
             "default on efficientnet_lite1 (its 240 px crops)",
-            dict(
-                img_size_px=None,
-                freeze_stages=None,
-                augment=AugmentConfig(),
-                arch="efficientnet_lite1",
-            ),
+            {**defaults, "arch": "efficientnet_lite1"},
         ),
         "combined": (
             "native crops + full frame + attention pooling + layer decay 0.8, lr 3e-4",

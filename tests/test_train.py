@@ -504,7 +504,7 @@ def test_frozen_stages_keep_their_weights_and_norm_statistics_and_the_rest_train
     heads = {f"network.{n}" for n in head_parameter_names(network)}
     stages = network_stages(model)
     assert stages[0][0] == "network.features.0.0.weight"  # the stem first
-    frozen_modules = freeze_stages(model, 2, heads)
+    freeze_stages(model, 2, heads)
     parts = TrainingParts(
         model=model,
         forward=model,
@@ -514,7 +514,6 @@ def test_frozen_stages_keep_their_weights_and_norm_statistics_and_the_rest_train
         criterion=nn.CrossEntropyLoss(),
         amp_dtype=None,
         head_names=heads,
-        frozen_modules=frozen_modules,
     )
     frozen = {name for names in stages[:2] for name in names}
     in_optimizer = {id(p) for group in parts.optimizer.param_groups for p in group["params"]}

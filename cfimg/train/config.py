@@ -124,8 +124,7 @@ class TrainConfig:
         }
         if "freeze_stages" not in values:  # written before the automatic recipe: its meaning then
             values["freeze_stages"] = 0
-            augment.setdefault("native_crop_px", None)
-            augment["native_crop_px"] = augment["native_crop_px"] or 0
+            augment["native_crop_px"] = augment.get("native_crop_px") or 0
             if not values.get("img_size_px"):
                 native = get_arch(values.get("arch", DEFAULT_ARCH)).preprocessing.img_size_px
                 values["img_size_px"] = 320 if values.get("detail") else native

@@ -198,7 +198,7 @@ def build_training_parts(
         label_smoothing=config.label_smoothing,
     )
     head_names = {f"network.{name}" for name in head_parameter_names(network)}
-    frozen_modules = freeze_stages(model, config.resolved_freeze_stages(), head_names)
+    freeze_stages(model, config.resolved_freeze_stages(), head_names)
     trained = ctx.wrap(model)
     return TrainingParts(
         model=model,
@@ -209,7 +209,6 @@ def build_training_parts(
         criterion=criterion,
         amp_dtype=dtype,
         head_names=head_names,
-        frozen_modules=frozen_modules,
     )
 
 

@@ -5,7 +5,7 @@ mixed-precision dtype, and `TrainingParts`, the model with everything that updat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -84,29 +84,17 @@ def layer_lr_scales(model: nn.Module, head_names: set[str], layer_decay: float) 
     return {name: layer_decay ** (top - depth) for name, depth in stage_of.items()}
 
 
-def freeze_stages(model: nn.Module, n_stages: int, head_names: set[str]) -> list[nn.Module]:
+def freeze_stages(model: nn.Module, n_stages: int, head_names: set[str]) -> None:
     """Fix the stem and the next `n_stages - 1` stages (`network_stages`) as pretrained: no
-    gradient, and their norm layers keep ImageNet's statistics. Returns the frozen modules, which
-    the loop puts back in eval mode after every `model.train()`. Why: on a few hundred photos
-    the early, generic edge and texture filters cannot improve, only overfit, and skipping their
-    backward pass makes a CPU step about twice as fast (BENCHMARKS.md, "Recipe ablation")."""
-    if n_stages <= 0:
-        return []
-    frozen_names = {
-        name
-        for names in network_stages(model)[:n_stages]
-        for name in names
-        if name not in head_names
-    }
+    gradient, and (through `TrainingParts.train_mode`) their norm layers keep ImageNet's
+    statistics. Why: on a few hundred photos the early, generic edge and texture filters cannot
+    improve, only overfit, and skipping their backward pass makes a CPU step about twice as fast
+    (BENCHMARKS.md, "Recipe ablation")."""
     parameters = dict(model.named_parameters())
-    for name in frozen_names:
-        parameters[name].requires_grad_(False)
-    frozen_modules = []
-    for module_name, module in model.named_modules():
-        owned = [f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)]
-        if owned and all(name in frozen_names for name in owned):
-            frozen_modules.append(module)
-    return frozen_modules
+    for names in network_stages(model)[: max(n_stages, 0)]:
+        for name in names:
+            if name not in head_names:
+                parameters[name].requires_grad_(False)
 
 
 def make_optimizer(
@@ -227,15 +215,15 @@ class TrainingParts:
     criterion: nn.Module
     amp_dtype: torch.dtype | None
     head_names: set[str]  # in model.named_parameters(): what a frozen-backbone step trains
-    frozen_modules: list[nn.Module] = field(
-        default_factory=list
-    )  # kept in eval mode (freeze_stages)
 
     def train_mode(self) -> None:
-        """model.train(), the frozen stages' norm layers left on their pretrained statistics."""
+        """model.train(), with every module whose own weights are all frozen (freeze_stages) left
+        in eval mode, so the frozen stages' norm layers keep their pretrained statistics."""
         self.model.train()
-        for module in self.frozen_modules:
-            module.eval()
+        for module in self.model.modules():
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                module.eval()
 
     @property
     def inference_model(self) -> nn.Module:
