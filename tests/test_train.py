@@ -130,6 +130,24 @@ def test_resume_of_a_folder_that_is_not_a_run_is_refused(tmp_path, run_cli):
     assert code == 2 and "config.json" in err
 
 
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("{not json", "JSONDecodeError"),
+        ('{"other": 1}', "KeyError"),
+        ('{"config": {"data": "d", "freeze_stages": "x"}}', "TypeError"),
+        ('{"config": {"data": "d", "freeze_stages": -3}}', "--freeze-stages must be 0 or more"),
+    ],
+)
+def test_resume_of_a_damaged_config_json_is_one_line_naming_the_file(
+    tmp_path, run_cli, text, reason
+):
+    (tmp_path / "config.json").write_text(text)
+    code, _, err = run_cli(["train", "--resume", tmp_path])
+    assert code == 2 and str(tmp_path / "config.json") in err and reason in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_class_weights_only_when_classes_are_uneven():
     assert class_weights([0, 1, 0, 1], "auto") is None
     weights = class_weights([0] * 30 + [1] * 10, "auto")

@@ -181,4 +181,12 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UsageError(f"{run_dir}: not a cfimg run folder (no config.json)")
-    return TrainConfig.from_dict(json.loads(path.read_text())["config"])
+    try:
+        config = TrainConfig.from_dict(json.loads(path.read_text())["config"])
+        validate_config(config)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError included
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UsageError(f"{path}: damaged, not a cfimg run config ({reason})") from None
+    return config
