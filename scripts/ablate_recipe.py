@@ -3,6 +3,7 @@
     python scripts/ablate_recipe.py --work ablation                # synthesises med2000 if needed
     python scripts/ablate_recipe.py --work ablation --recipes baseline,combined --seeds 0,1
     python scripts/ablate_recipe.py --work ablation --table        # Markdown from results.jsonl
+    python scripts/ablate_recipe.py --work abl --data demo --holdout holdout   # + a fixed set
 
 Every run trains with `cfimg.train.train` on the synthetic medium set (`cfimg synth med --n 2000
 --seed 0 --difficulty medium --size 512`), picks best.pt on validation, and is scored on the
@@ -10,7 +11,12 @@ grouped test split with `cfimg.evaluate.evaluate` (balanced accuracy at the vali
 threshold, ROC-AUC). One JSON line per finished run is appended to WORK/results.jsonl, so an
 interrupted ablation continues where it stopped; each line carries the matmul GFLOP/s measured
 just before the run, the training minutes and images/s, so runs on this shared machine can be
-compared. The table gives the mean over seeds and the seed spread (max - min).
+compared. The table gives the mean over seeds and ± half the seed spread (max - min).
+
+The seed also draws the split, so on a set of ~1,200 photos each run's test split is a different
+~200 photos and single-seed gaps of 0.05 are noise. `--holdout DIR` scores every run on one more
+labelled set as well, the same for all runs (a synthetic one from another seed holds other
+items), so recipes are compared on the same photos.
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
     photos' side, which full-frame inference takes whole through the fully convolutional net."""
     full_frame = dict(img_size_px=frame_px)
     native = {**full_frame, "augment": AugmentConfig(native_crop_px=crop_px)}
-    # Undo BASELINE's pins, so TrainConfig makes its automatic choices.
-    defaults = dict(img_size_px=None, freeze_stages=None, augment=AugmentConfig())
+    # Undo BASELINE's pins, so TrainConfig makes its automatic choices (fp32 on the CPU: bf16
+    # autocast measured slower, not faster, on the CPUs tried; BENCHMARKS.md, round 3).
+    defaults = dict(img_size_px=None, freeze_stages=None, augment=AugmentConfig(), cpu_bf16=False)
     return {
         "baseline": ("224 px resized view, avg pooling, EMA warmed up, bf16", {}),
         "no_ema": ("baseline without EMA", dict(ema_decay=0.0)),
@@ -65,8 +72,24 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             {**native, "freeze_stages": 3},
         ),
         "default": (
-            "today's TrainConfig defaults (384 px frame, crops of the arch's side, 3 frozen)",
+            "today's defaults (384 px frame, crops of the arch's side, 3 stages frozen)",
             defaults,
+        ),
+        "default_freeze5": ("default with 5 stages frozen", {**defaults, "freeze_stages": 5}),
+        "default_freeze6": ("default with 6 stages frozen", {**defaults, "freeze_stages": 6}),
+        "default_crop288": (
+            "default with 288 px native crops",
+            {**defaults, "augment": AugmentConfig(native_crop_px=288)},
+        ),
+        "default_bs16": ("default with batch 16 (twice the steps)", {**defaults, "batch_size": 16}),
+        "default_gem": ("default + GeM pooling", {**defaults, "pooling": "gem"}),
+        "default_layer_decay": (
+            "default + layer-wise lr decay 0.75",
+            {**defaults, "layer_decay": 0.75},
+        ),
+        "default_head_first": (
+            "default, 1 epoch head only first",
+            {**defaults, "freeze_backbone_epochs": 1},
         ),
         "default_attn": ("default + gated attention pooling", {**defaults, "pooling": "attn"}),
         "default_lite1": (
@@ -99,7 +122,13 @@ def done_runs(results: Path) -> set[tuple[str, int]]:
 
 
 def run_one(
-    data: Path, work: Path, recipe: str, seed: int, epochs: int | None, recipe_table: dict
+    data: Path,
+    work: Path,
+    recipe: str,
+    seed: int,
+    epochs: int | None,
+    recipe_table: dict,
+    holdout: Path | None = None,
 ) -> dict:
     from cfimg.evaluate import evaluate
     from cfimg.train import train
@@ -116,11 +145,21 @@ def run_one(
     result = train(config, progress=False, log=lambda line: print(f"  {line}", flush=True))
     minutes = (time.perf_counter() - started) / 60
     metrics = evaluate(run_dir, split="test", n_bootstrap=0, write_plots=False).report["metrics"]
+    scores = {}
+    if holdout is not None:  # one fixed set for every run: no split noise in the comparison
+        held = evaluate(
+            run_dir, holdout, out_dir=run_dir / "eval-holdout", n_bootstrap=0, write_plots=False
+        ).report["metrics"]
+        scores = {
+            "holdout_balanced_accuracy": float(held["balanced_accuracy"]),
+            "holdout_roc_auc": float(held["roc_auc"]),
+        }
     return {
         "recipe": recipe,
         "seed": seed,
         "test_balanced_accuracy": float(metrics["balanced_accuracy"]),
         "test_roc_auc": float(metrics["roc_auc"]),
+        **scores,
         "val_balanced_accuracy": float(result.best_metrics.get("balanced_accuracy", float("nan"))),
         "minutes": round(minutes, 2),
         "images_per_s": round(mean_images_per_s(run_dir), 1),
@@ -141,9 +180,9 @@ def mean_images_per_s(run_dir: Path) -> float:
 def table(results: Path, recipe_table: dict = RECIPES) -> str:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     lines = [
-        "| recipe | what changes | test balanced acc. (mean, spread) | test ROC-AUC | minutes "
-        "| images/s | seeds | matmul GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recipe | what changes | test balanced acc. (mean, spread) | test ROC-AUC "
+        "| holdout ROC-AUC | minutes | images/s | seeds | matmul GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for recipe, (what, _overrides) in recipe_table.items():
         runs = [row for row in rows if row["recipe"] == recipe]
@@ -151,13 +190,16 @@ def table(results: Path, recipe_table: dict = RECIPES) -> str:
             continue
 
         def summary(key: str, runs=runs) -> str:
-            values = [row[key] for row in runs]
+            values = [row[key] for row in runs if key in row]
+            if len(values) < len(runs):  # a run made without --holdout
+                return "—"
             spread = max(values) - min(values)
             return f"{statistics.fmean(values):.3f} (±{spread / 2:.3f})"
 
         lines.append(
             f"| {recipe} | {what} | {summary('test_balanced_accuracy')} | "
-            f"{summary('test_roc_auc')} | {statistics.fmean(r['minutes'] for r in runs):.1f} | "
+            f"{summary('test_roc_auc')} | {summary('holdout_roc_auc')} | "
+            f"{statistics.fmean(r['minutes'] for r in runs):.1f} | "
             f"{statistics.fmean(r['images_per_s'] for r in runs):.1f} | "
             f"{','.join(str(r['seed']) for r in runs)} | "
             f"{'/'.join(str(r['matmul_gflops']) for r in runs)} |"
@@ -174,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
     parser.add_argument("--frame-px", type=int, default=512, help="the photos' side [512]")
     parser.add_argument("--crop-px", type=int, default=256, help="native crop side [256]")
+    parser.add_argument(
+        "--holdout",
+        type=Path,
+        help="also score every run on this labelled set, the same for all runs (e.g. `cfimg "
+        "synth holdout --seed 7`): test splits of a few hundred photos differ by seed",
+    )
     parser.add_argument("--table", action="store_true", help="only print the Markdown table")
     args = parser.parse_args(argv)
     results = args.work / "results.jsonl"
@@ -193,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             if (recipe, seed) in finished:
                 continue
             print(f"{recipe} seed {seed}: {chosen[recipe][0]}", flush=True)
-            row = run_one(data, args.work, recipe, seed, args.epochs, chosen)
+            row = run_one(data, args.work, recipe, seed, args.epochs, chosen, args.holdout)
             print(json.dumps(row), flush=True)
             with open(results, "a") as handle:  # one line per run: a kill loses only that run
                 handle.write(json.dumps(row) + "\n")

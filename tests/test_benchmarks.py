@@ -59,3 +59,51 @@ def test_benchmark_rejects_an_unknown_section():
 
     assert done.returncode == 2
     assert "unknown section nonsense" in done.stderr
+
+
+def _ablation_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablate", REPO / "scripts" / "ablate_recipe.py")
+    ablate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablate)
+    return ablate
+
+
+def test_every_ablation_recipe_is_a_valid_training_config():
+    """A typo in a recipe's overrides would otherwise surface hours into an ablation."""
+    from dataclasses import replace
+
+    from cfimg.train import TrainConfig, validate_config
+
+    ablate = _ablation_script()
+    recipes = ablate.recipes(frame_px=384, crop_px=224)
+    assert {"baseline", "default", "default_freeze5", "default_lite1"} <= set(recipes)
+    for name, (_what, overrides) in recipes.items():
+        config = replace(TrainConfig(data="photos"), **{**ablate.BASELINE, **overrides})
+        validate_config(config)
+        resolved = config.resolved()
+        assert resolved.freeze_stages is not None, name
+    default = replace(TrainConfig(data="photos"), **{**ablate.BASELINE, **recipes["default"][1]})
+    # the script's default is the shipped recipe, in fp32, only the epochs and early stop pinned
+    shipped = replace(TrainConfig(data="photos"), epochs=default.epochs, early_stop_patience=0)
+    assert default.resolved() == shipped.resolved()
+
+
+def test_an_ablation_run_is_scored_on_its_test_split_and_on_the_fixed_holdout_set(tmp_path):
+    from tests.conftest import make_image_tree
+
+    ablate = _ablation_script()
+    make_image_tree(tmp_path / "photos", items=4, views=2, size_px=40)
+    make_image_tree(tmp_path / "holdout", items=3, views=1, size_px=40)
+    tiny = dict(arch="mobilenet_v3_small", pretrained=False, img_size_px=32, batch_size=4)
+    table = {"tiny": ("a tiny network", {**tiny, "workers": 0, "epochs": 1})}
+    row = ablate.run_one(
+        tmp_path / "photos", tmp_path / "work", "tiny", 0, None, table, tmp_path / "holdout"
+    )
+    assert 0 <= row["holdout_roc_auc"] <= 1 and 0 <= row["test_roc_auc"] <= 1
+    report = json.loads((tmp_path / "work/runs/tiny-s0/eval-holdout/report.json").read_text())
+    assert report["metrics"]["n"] == 12  # every holdout photo (3 items x 2 labels x 2 kinds)
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(row) + "\n")
+    assert f"| {row['holdout_roc_auc']:.3f} (±0.000) |" in ablate.table(results, table)
