@@ -63,8 +63,8 @@ class TrainConfig:
     pretrained: bool = True
     weights_path: str | None = None
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
-    # bf16 autocast on a CPU with native bf16: faster steps, but not yet shown to keep accuracy
-    # on the recipe ablation, so opt-in (BENCHMARKS.md, "Recipe ablation").
+    # bf16 autocast on a CPU with native bf16: opt-in, because it measured slower than fp32 even
+    # on a CPU with AMX (0.49x for EfficientNet-Lite0; BENCHMARKS.md, "Recipe ablation, round 3").
     cpu_bf16: bool = False
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the network
