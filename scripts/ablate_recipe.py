@@ -232,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in args.recipes.split(",") if r not in chosen]
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {', '.join(chosen)}")
+    if args.holdout is not None:  # read it now, not after the first run's hours of training
+        from cfimg.data.sources import load_samples
+        from cfimg.errors import DatasetError
+
+        try:
+            load_samples(args.holdout)
+        except DatasetError as exc:
+            parser.error(f"--holdout: {exc}")
     data = args.data or args.work / "med2000"
     args.work.mkdir(parents=True, exist_ok=True)
     synthesise_if_missing(data)

@@ -107,3 +107,12 @@ def test_an_ablation_run_is_scored_on_its_test_split_and_on_the_fixed_holdout_se
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps(row) + "\n")
     assert f"| {row['holdout_roc_auc']:.3f} (±0.000) |" in ablate.table(results, table)
+
+
+def test_an_ablation_with_a_missing_holdout_set_stops_before_training(tmp_path, capsys):
+    ablate = _ablation_script()
+    with pytest.raises(SystemExit) as stopped:
+        ablate.main(["--work", str(tmp_path), "--holdout", str(tmp_path / "nowhere")])
+    assert stopped.value.code == 2
+    assert "--holdout: " in capsys.readouterr().err
+    assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "med2000").exists()
