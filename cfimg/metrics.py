@@ -273,3 +273,44 @@ def metrics_by(
             ),
         }
     return table
+
+
+def metrics_by_type(
+    types: list[list[str]],
+    labels: np.ndarray,
+    p_counterfeit: np.ndarray,
+    threshold: float = 0.5,
+) -> dict[str, dict]:
+    """How well each kind of counterfeit is caught: for every type named in `types` (the types
+    each photo's counterfeit carries; genuine photos carry none), the counterfeit photos with it
+    against every genuine photo. recall: the share of them flagged at `threshold`; roc_auc: the
+    chance that one of them scores above a genuine photo (NaN without genuine photos). A photo
+    with several types counts for each, so `n_alone` says how many carry that type only: their
+    `roc_auc_alone` is the type's own signal, not borrowed from a type it came with."""
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    p_counterfeit = np.asarray(p_counterfeit, dtype=np.float64).reshape(-1)
+    genuine = p_counterfeit[labels != COUNTERFEIT_INDEX]
+    counterfeit_types = [
+        set(kinds) if label == COUNTERFEIT_INDEX else set()
+        for kinds, label in zip(types, labels, strict=True)
+    ]
+
+    def auc(scores: np.ndarray) -> float:
+        if not len(genuine) or not len(scores):
+            return float("nan")
+        truth = np.r_[np.zeros(len(genuine)), np.ones(len(scores))]
+        return float(skm.roc_auc_score(truth, np.r_[genuine, scores]))
+
+    table = {}
+    for kind in sorted(set().union(*counterfeit_types)):
+        with_kind = np.array([kind in kinds for kinds in counterfeit_types])
+        alone = np.array([kinds == {kind} for kinds in counterfeit_types])
+        scores = p_counterfeit[with_kind]
+        table[kind] = {
+            "n": int(with_kind.sum()),
+            "recall": float(is_counterfeit(scores, threshold).mean()),
+            "roc_auc": auc(scores),
+            "n_alone": int(alone.sum()),
+            "roc_auc_alone": auc(p_counterfeit[alone]),
+        }
+    return table

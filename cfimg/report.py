@@ -30,6 +30,9 @@ report.json (schema "cfimg.eval/1"):
         ece_raw (T=1), ece_before (card temperature), ece_after (fitted temperature),
         evaluated_split (ECEs are measured there)
   breakdown: {category: {name: metrics + ci}, brand: {name: metrics + ci}} ({} without them)
+  counterfeit_types: {type: {n, recall (at threshold.value), roc_auc (against every genuine
+        photo), n_alone, roc_auc_alone (photos with that type only)}}, from the manifest's
+        `defects` column (semicolon-separated types); {} without it
   items (one verdict per item, cfimg.evaluate.items): split, fit_split, unit ("item_id" |
         "image": no item ids, every photo its own item), n_items, n_genuine, n_counterfeit,
         n_fit_items, photos_per_item {"1": n, ...}, rule (whose threshold --save-threshold
@@ -326,6 +329,7 @@ def markdown(report: dict) -> str:
     lines += _operating_md(report) + _band_md(report) + _calibration_md(report)
     for by in ("category", "brand"):
         lines += _breakdown_md(by, report["breakdown"][by])
+    lines += _types_md(report.get("counterfeit_types") or {})
     lines += _items_md(report)
     lines += _misclassified_md(report)
     lines += ["## Plots", ""]
@@ -408,6 +412,32 @@ def _breakdown_md(by: str, table: dict) -> list[str]:
         for name, m in table.items()
     ]  # fmt: skip
     return [f"## By {by}", "", *_table(header, rows), ""]
+
+
+def _types_md(table: dict) -> list[str]:
+    if not table:
+        return []
+    header = ["counterfeit type", "photos", "recall", "ROC-AUC vs genuine", "photos with it alone",
+              "ROC-AUC alone"]  # fmt: skip
+    worst_first = sorted(table.items(), key=lambda kv: (_nan_last(kv[1]["roc_auc"]), kv[0]))
+    rows = [
+        [name, m["n"], format_metric(m["recall"]), format_metric(m["roc_auc"]), m["n_alone"],
+         format_metric(m["roc_auc_alone"])]
+        for name, m in worst_first
+    ]  # fmt: skip
+    return [
+        "## By counterfeit type",
+        "",
+        "Each type's counterfeit photos against every genuine photo, the least caught first. A "
+        "photo with several types counts for each; *alone* is the photos with that type only.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
+def _nan_last(value: float) -> float:
+    return float("inf") if value != value else value
 
 
 def _items_md(report: dict) -> list[str]:

@@ -147,12 +147,17 @@ def run_one(
     metrics = evaluate(run_dir, split="test", n_bootstrap=0, write_plots=False).report["metrics"]
     scores = {}
     if holdout is not None:  # one fixed set for every run: no split noise in the comparison
-        held = evaluate(
+        report = evaluate(
             run_dir, holdout, out_dir=run_dir / "eval-holdout", n_bootstrap=0, write_plots=False
-        ).report["metrics"]
+        ).report
+        held = report["metrics"]
         scores = {
             "holdout_balanced_accuracy": float(held["balanced_accuracy"]),
             "holdout_roc_auc": float(held["roc_auc"]),
+            # per counterfeit type (a synthetic set's defect kinds), photos with that type only
+            "holdout_types": {
+                kind: m["roc_auc_alone"] for kind, m in report["counterfeit_types"].items()
+            },
         }
     return {
         "recipe": recipe,
@@ -207,6 +212,37 @@ def table(results: Path, recipe_table: dict = RECIPES) -> str:
     return "\n".join(lines)
 
 
+def type_table(results: Path, recipe_table: dict = RECIPES) -> str:
+    """Holdout ROC-AUC per counterfeit type, photos with that type alone, mean over seeds: which
+    kinds of defect a recipe learns. Empty when no run has them (a holdout set without types)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    by_recipe = {
+        recipe: [
+            row["holdout_types"]
+            for row in rows
+            if row["recipe"] == recipe and row.get("holdout_types")
+        ]
+        for recipe in recipe_table
+    }
+    by_recipe = {recipe: runs for recipe, runs in by_recipe.items() if runs}
+    kinds = sorted({kind for runs in by_recipe.values() for run in runs for kind in run})
+    if not kinds:
+        return ""
+
+    def mean(values: list) -> str:
+        values = [v for v in values if v is not None and v == v]  # null/NaN: too few photos
+        return f"{statistics.fmean(values):.2f}" if values else "—"
+
+    lines = [
+        "| counterfeit type (alone) | " + " | ".join(by_recipe) + " |",
+        "|---|" + "---|" * len(by_recipe),
+    ]
+    for kind in kinds:
+        cells = [mean([run.get(kind) for run in runs]) for runs in by_recipe.values()]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("ablation"))
@@ -228,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = recipes(args.frame_px, args.crop_px)
     if args.table:
         print(table(results, chosen))
+        print("\n" + type_table(results, chosen))
         return 0
     unknown = [r for r in args.recipes.split(",") if r not in chosen]
     if unknown:
@@ -254,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(results, "a") as handle:  # one line per run: a kill loses only that run
                 handle.write(json.dumps(row) + "\n")
     print(table(results, chosen))
+    print("\n" + type_table(results, chosen))
     return 0
 
 

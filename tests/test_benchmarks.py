@@ -107,6 +107,22 @@ def test_an_ablation_run_is_scored_on_its_test_split_and_on_the_fixed_holdout_se
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps(row) + "\n")
     assert f"| {row['holdout_roc_auc']:.3f} (±0.000) |" in ablate.table(results, table)
+    assert row["holdout_types"] == {} and ablate.type_table(results, table) == ""  # no types
+
+
+def test_the_type_table_averages_each_recipe_over_its_seeds(tmp_path):
+    ablate = _ablation_script()
+    table = {"a": ("recipe a", {}), "b": ("recipe b", {})}
+    runs = [
+        {"recipe": "a", "seed": 0, "holdout_types": {"soft_print": 0.9, "hue_shift": 0.5}},
+        {"recipe": "a", "seed": 1, "holdout_types": {"soft_print": 0.8, "hue_shift": None}},
+        {"recipe": "b", "seed": 0, "holdout_types": {"soft_print": 0.6}},
+    ]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(run) + "\n" for run in runs))
+    lines = ablate.type_table(results, table).splitlines()
+    assert lines[0] == "| counterfeit type (alone) | a | b |"
+    assert "| hue_shift | 0.50 | — |" in lines and "| soft_print | 0.85 | 0.60 |" in lines
 
 
 def test_an_ablation_with_a_missing_holdout_set_stops_before_training(tmp_path, capsys):

@@ -18,7 +18,8 @@ from cfimg.evaluate import evaluate
 
 REPORT_KEYS = {
     "schema", "cfimg_version", "created_utc", "model", "data", "threshold", "metrics",
-    "operating_point", "uncertain_band", "calibration", "breakdown", "items", "misclassified",
+    "operating_point", "uncertain_band", "calibration", "breakdown", "counterfeit_types", "items",
+    "misclassified",
     "failed", "notes", "timing", "saved", "files",
 }  # fmt: skip
 FAST = ["--bootstrap", "30", "--no-plots"]
@@ -93,6 +94,8 @@ def test_eval_of_a_run_reports_on_its_test_split_with_all_files(shared_run, run_
     assert Image.open(out / "reliability.png").format == "PNG"
     assert set(report["breakdown"]["category"]) == {"bag", "watch"}
     assert set(report["breakdown"]["brand"]) == {"brand-a", "brand-b"}
+    assert report["counterfeit_types"] == {}  # a folder tree names no types
+    assert "By counterfeit type" not in (out / "report.md").read_text()
     assert "roc_auc" in stdout and str(out / "report.md") in stdout
 
 
@@ -361,3 +364,25 @@ def test_bad_flags_exit_2_with_a_clear_message(args, message, shared_run, run_cl
     code, _, stderr = run_cli(["eval", shared_run, *args])
     assert code == 2 and message in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_manifest_with_defects_gets_a_section_per_counterfeit_type(shared_run, tmp_path):
+    from cfimg.synth import generate_dataset
+    from cfimg.synth.defects import DEFECT_KINDS
+
+    data = tmp_path / "synth"
+    generate_dataset(data, n_images=24, seed=3, difficulty="easy", size_px=64, workers=0,
+                     progress=False)  # fmt: skip
+    result = evaluate(shared_run, data, out_dir=tmp_path / "out", n_bootstrap=0, write_plots=False)
+    table = result.report["counterfeit_types"]
+    with open(data / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    written = {kind for row in rows for kind in row["defects"].split(";") if kind}
+    assert set(table) == written and written <= set(DEFECT_KINDS)
+    n_counterfeit = sum(row["label"] == "counterfeit" for row in rows)
+    assert sum(m["n_alone"] for m in table.values()) <= n_counterfeit
+    assert sum(m["n"] for m in table.values()) >= n_counterfeit
+    assert all(0 <= m["recall"] <= 1 and 0 <= m["roc_auc"] <= 1 for m in table.values())
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "## By counterfeit type" in report_md
+    assert all(f"| {kind} |" in report_md for kind in written)

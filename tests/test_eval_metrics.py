@@ -13,6 +13,7 @@ from cfimg.metrics import (
     evaluation_metrics,
     expected_calibration_error,
     metrics_by,
+    metrics_by_type,
     reliability_bins,
 )
 
@@ -125,3 +126,24 @@ def test_breakdown_equals_metrics_of_each_subset():
 
 def test_breakdown_is_empty_without_categories():
     assert metrics_by([""] * 10, LABELS, SCORES, 0.5, n_resamples=10) == {}
+
+
+def test_counterfeit_types_are_scored_against_every_genuine_photo():
+    # genuine: 0.1, 0.3, 0.6, 0.2, 0.45; counterfeit: 0.8 (a), 0.4 (a+b), 0.9 (b), 0.7, 0.55 (a)
+    types = [[], [], [], [], ["a"], ["a", "b"], ["b"], [], ["a"], []]
+    table = metrics_by_type(types, LABELS, SCORES, 0.5)
+    assert sorted(table) == ["a", "b"]
+    a, b = table["a"], table["b"]
+    assert (a["n"], a["n_alone"], b["n"], b["n_alone"]) == (3, 2, 2, 1)
+    assert a["recall"] == pytest.approx(2 / 3)  # 0.8 and 0.55 flagged, 0.4 missed
+    assert b["recall"] == pytest.approx(1 / 2)
+    # 0.8 beats 5 genuine, 0.4 beats 3 (0.1, 0.3, 0.2), 0.55 beats 4: 12 of 15 pairs
+    assert a["roc_auc"] == pytest.approx(12 / 15)
+    assert a["roc_auc_alone"] == pytest.approx(9 / 10)
+    assert b["roc_auc"] == pytest.approx(8 / 10) and b["roc_auc_alone"] == pytest.approx(1.0)
+
+
+def test_types_of_genuine_photos_are_ignored_and_no_types_is_empty():
+    assert metrics_by_type([[]] * 10, LABELS, SCORES) == {}
+    table = metrics_by_type([["a"]] * 10, LABELS, SCORES)  # a genuine photo's type means nothing
+    assert table["a"]["n"] == 5

@@ -17,10 +17,14 @@ from cfimg.metrics import (
     evaluation_metrics,
     expected_calibration_error,
     metrics_by,
+    metrics_by_type,
 )
 from cfimg.operating import band_counts, in_uncertain_band
 
 CI_LEVEL = 0.95
+# The manifest column naming what is wrong with each counterfeit, semicolon-separated (cfimg synth
+# writes its defect kinds there; a seizure log's "fake type" fits as well).
+TYPE_COLUMN = "defects"
 
 
 def model_section(model_path: Path, is_onnx: bool, engine) -> dict:
@@ -91,7 +95,8 @@ def calibration_section(
 def metric_sections(
     evaluated: Scored, p: np.ndarray, threshold: float, split: str, n_bootstrap: int, seed: int
 ) -> dict:
-    """ "metrics" (headline with intervals) and "breakdown" (per category and brand)."""
+    """ "metrics" (headline with intervals), "breakdown" (per category and brand) and
+    "counterfeit_types" (what share of each kind of counterfeit is caught)."""
     labels = evaluated.labels
     items = [s.item_id for s in evaluated.samples]
     options = {"groups": items, "n_resamples": n_bootstrap, "level": CI_LEVEL, "seed": seed}
@@ -110,7 +115,20 @@ def metric_sections(
             )
             for by in ("category", "brand")
         },
+        "counterfeit_types": type_section(evaluated, p, threshold),
     }
+
+
+def type_section(evaluated: Scored, p: np.ndarray, threshold: float) -> dict:
+    """Per counterfeit type (the manifest's TYPE_COLUMN), how much of it the model catches;
+    {} when no photo names a type."""
+    types = [
+        [kind.strip() for kind in s.extra.get(TYPE_COLUMN, "").split(";") if kind.strip()]
+        for s in evaluated.samples
+    ]
+    if not any(types):
+        return {}
+    return metrics_by_type(types, evaluated.labels, p, threshold)
 
 
 def band_section(
