@@ -329,7 +329,7 @@ def markdown(report: dict) -> str:
     lines += _operating_md(report) + _band_md(report) + _calibration_md(report)
     for by in ("category", "brand"):
         lines += _breakdown_md(by, report["breakdown"][by])
-    lines += _types_md(report.get("counterfeit_types") or {})
+    lines += _types_md(report["counterfeit_types"])
     lines += _items_md(report)
     lines += _misclassified_md(report)
     lines += ["## Plots", ""]
@@ -436,8 +436,9 @@ def _types_md(table: dict) -> list[str]:
     ]
 
 
-def _nan_last(value: float) -> float:
-    return float("inf") if value != value else value
+def _nan_last(value: float | None) -> float:
+    """A sort key putting undefined metrics (NaN, or None as report.json stores them) last."""
+    return value if value is not None and math.isfinite(value) else math.inf
 
 
 def _items_md(report: dict) -> list[str]:

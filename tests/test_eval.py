@@ -19,8 +19,7 @@ from cfimg.evaluate import evaluate
 REPORT_KEYS = {
     "schema", "cfimg_version", "created_utc", "model", "data", "threshold", "metrics",
     "operating_point", "uncertain_band", "calibration", "breakdown", "counterfeit_types", "items",
-    "misclassified",
-    "failed", "notes", "timing", "saved", "files",
+    "misclassified", "failed", "notes", "timing", "saved", "files",
 }  # fmt: skip
 FAST = ["--bootstrap", "30", "--no-plots"]
 

@@ -122,10 +122,8 @@ def metric_sections(
 def type_section(evaluated: Scored, p: np.ndarray, threshold: float) -> dict:
     """Per counterfeit type (the manifest's TYPE_COLUMN), how much of it the model catches;
     {} when no photo names a type."""
-    types = [
-        [kind.strip() for kind in s.extra.get(TYPE_COLUMN, "").split(";") if kind.strip()]
-        for s in evaluated.samples
-    ]
+    cells = [s.extra.get(TYPE_COLUMN, "") for s in evaluated.samples]
+    types = [[kind for kind in map(str.strip, cell.split(";")) if kind] for cell in cells]
     if not any(types):
         return {}
     return metrics_by_type(types, evaluated.labels, p, threshold)
