@@ -4,7 +4,9 @@ A head is pooling over the spatial cells of the backbone's last feature map, dro
 layer. Pooling decides what survives of local evidence: average pooling dilutes a defect that
 covers 2 of 49 cells, max pooling keeps the strongest cell, GeM sits between the two (a learned
 power mean), and attention pooling (gated attention-based multiple-instance learning, Ilse et al.
-2018) learns which cells to look at and says so: its weights are a heatmap of its own.
+2018) learns which cells to look at and says so: its weights are a heatmap of its own. Relation
+pooling adds one self-attention layer over the cells to average pooling, so the head can compare
+one part of the item with its other parts.
 
 `HeadSpec` is stored in the model card, so loading a checkpoint or reading an ONNX file rebuilds
 exactly the head that was trained. The pooling modules themselves are in cfimg.pooling: this module
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from cfimg.labels import CLASS_NAMES
 
-POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "gem", "attn")
+POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "gem", "attn", "relate")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,45 @@ class AttentionPool(nn.Module):
         return (features.flatten(2) * weights.unsqueeze(1)).sum(dim=2)
 
 
+class RelationPool(nn.Module):
+    """Average pooling plus what one self-attention layer over the cells adds: each cell is
+    compared with every other, so a part that differs from the item's other parts (one stitch
+    line sparser than the rest, one panel's hue) can tell, not only what each cell shows alone.
+
+    No position encoding, so the layer works on any number of cells (224 px crops in training,
+    the whole frame at inference). The output projection starts at zero: the head begins as
+    average pooling and learns only what the comparison adds.
+    """
+
+    def __init__(self, channels: int, dim: int = 192, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.down = nn.Linear(channels, dim)
+        self.norm_attn = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.up = nn.Linear(dim, channels)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def _attention(self, z: torch.Tensor) -> torch.Tensor:
+        # Written out with plain matmuls and a softmax: ops every ONNX runtime has, traced as is.
+        n, cells, dim = z.shape
+        q, k, v = self.qkv(z).view(n, cells, 3, self.heads, dim // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [N, heads, cells, d]
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (dim // self.heads) ** -0.5, dim=-1)
+        return self.attn_out((weights @ v).transpose(1, 2).reshape(n, cells, dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        cells = features.flatten(2).transpose(1, 2)  # [N, H*W, C]
+        z = self.down(cells)
+        z = z + self._attention(self.norm_attn(z))
+        z = z + self.mlp(self.norm_mlp(z))
+        return cells.mean(dim=1) + self.up(z.mean(dim=1))
+
+
 def make_pool(pooling: str, channels: int) -> nn.Module:
     """A module [N, C, H, W] -> [N, C] for `pooling`."""
     if pooling == "avg":
@@ -71,6 +110,8 @@ def make_pool(pooling: str, channels: int) -> nn.Module:
         return GeMPool()
     if pooling == "attn":
         return AttentionPool(channels)
+    if pooling == "relate":
+        return RelationPool(channels)
     raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
 
 

@@ -92,6 +92,14 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             {**defaults, "freeze_backbone_epochs": 1},
         ),
         "default_attn": ("default + gated attention pooling", {**defaults, "pooling": "attn"}),
+        "default_relate": (
+            "default + relation pooling (self-attention over the cells)",
+            {**defaults, "pooling": "relate"},
+        ),
+        "default_no_rotate": (
+            "default without rotation or perspective",
+            {**defaults, "augment": AugmentConfig(rotate_deg=0.0, perspective_p=0.0)},
+        ),
         "default_lite1": (
             "default on efficientnet_lite1 (its 240 px crops)",
             {**defaults, "arch": "efficientnet_lite1"},

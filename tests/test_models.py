@@ -19,7 +19,7 @@ from cfimg.models import (
     head_parameter_names,
     pool_module,
 )
-from cfimg.pooling import AttentionPool
+from cfimg.pooling import AttentionPool, RelationPool
 
 LEGACY = json.loads((Path(__file__).parent / "data" / "legacy_models.json").read_text())
 
@@ -106,8 +106,25 @@ def test_attention_pool_starts_as_average_pooling_and_keeps_its_weights():
     torch.testing.assert_close(pool.last_weights.sum(dim=(1, 2)), torch.ones(3))
 
 
+def test_relation_pool_starts_as_average_pooling_and_takes_any_number_of_cells():
+    pool = RelationPool(channels=8, dim=16, heads=4)
+    for height, width in ((5, 7), (12, 12)):
+        features = torch.rand(3, 8, height, width)
+        torch.testing.assert_close(pool(features), features.mean(dim=(2, 3)))
+    with torch.no_grad():
+        torch.nn.init.normal_(pool.up.weight)
+    features = torch.rand(2, 8, 4, 4)
+    assert not torch.allclose(pool(features), features.mean(dim=(2, 3)))
+    # the cells are compared with each other: changing one cell moves the pooled vector by more
+    # than its share of the average
+    changed = features.clone()
+    changed[0, :, 0, 0] += 1.0
+    moved = pool(changed)[0] - pool(features)[0]
+    assert not torch.allclose(moved, changed[0].mean(dim=(1, 2)) - features[0].mean(dim=(1, 2)))
+
+
 def test_unknown_pooling_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="avg, max, avgmax, gem, attn"):
+    with pytest.raises(ValueError, match="avg, max, avgmax, gem, attn, relate"):
         HeadSpec(pooling="median")
 
 
@@ -122,7 +139,7 @@ def test_larger_lite_backbones_load_their_packaged_imagenet_weights(arch, size_p
     assert not torch.equal(network.state_dict()[stem], random.state_dict()[stem])
 
 
-@pytest.mark.parametrize("pooling", ["max", "gem", "attn"])
+@pytest.mark.parametrize("pooling", ["max", "gem", "attn", "relate"])
 def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, pooling):
     from cfimg.engines import load_engine
     from cfimg.export import export_onnx

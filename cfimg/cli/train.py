@@ -51,7 +51,7 @@ def train_command(
     freeze_backbone_epochs: int = typer.Option(
         0, "--freeze-backbone-epochs", help="Train only the head (and its pooling) first."
     ),
-    pooling: str = typer.Option("avg", "--pooling", help="Head pooling: avg|max|avgmax|gem|attn."),
+    pooling: str = typer.Option("avg", "--pooling", help="Head pooling: avg|max|avgmax|gem|attn|relate."),
     head_dropout: float | None = typer.Option(None, "--head-dropout", help="[the arch's own]"),
     crop: int | None = typer.Option(
         None,
