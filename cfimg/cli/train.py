@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from cfimg.heads import POOLINGS  # imports no torch
+
 # Spelt out here rather than imported from cfimg.models so that building the CLI (and so every
 # command, predict included) never imports torch; tests check the two lists agree.
 ARCH_NAMES = (
@@ -51,7 +53,7 @@ def train_command(
     freeze_backbone_epochs: int = typer.Option(
         0, "--freeze-backbone-epochs", help="Train only the head (and its pooling) first."
     ),
-    pooling: str = typer.Option("avg", "--pooling", help="Head pooling: avg|max|avgmax|gem|attn|relate."),
+    pooling: str = typer.Option("avg", "--pooling", help=f"Head pooling: {'|'.join(POOLINGS)}."),
     head_dropout: float | None = typer.Option(None, "--head-dropout", help="[the arch's own]"),
     crop: int | None = typer.Option(
         None,
