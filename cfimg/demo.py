@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cfimg.errors import CfimgError, UsageError
+from cfimg.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -175,23 +175,28 @@ def _evaluate(run, settings: DemoSettings):
 
 
 def _export(run, summary: DemoSummary) -> Path:
-    """fp32 and int8 together; when int8 is refused (it lost accuracy), fp32 alone."""
+    """fp32 and int8 together; when int8 is refused (it lost accuracy), export still writes the
+    fp32 file, and the demo goes on with it."""
     from cfimg.export import export_onnx
+    from cfimg.export.report import ExportError
 
     fp32 = run.run_dir / "model.onnx"
     try:
         report = export_onnx(run.run_dir, fp32, int8=True)
-    except CfimgError as exc:
+    except ExportError as exc:
+        if exc.report is None or not exc.report.models[0].written:
+            raise
         summary.notes.append(f"int8 export refused, fp32 only: {exc}")
-        export_onnx(run.run_dir, fp32)
-        return fp32
+        report = exc.report
     for model in report.models:
-        if model.precision == "int8" and model.written:
+        if model.precision != "int8":
+            continue
+        if model.written:
             summary.artefacts["onnx int8"] = model.path
             if model.speedup_batch32:
                 summary.numbers["int8 speed-up vs fp32 (batch 32)"] = model.speedup_batch32
-            if model.accuracy_change_points is not None:
-                summary.numbers["int8 accuracy change (points)"] = model.accuracy_change_points
+        if model.accuracy_change_points is not None:
+            summary.numbers["int8 accuracy change (points)"] = model.accuracy_change_points
     return fp32
 
 

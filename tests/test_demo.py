@@ -34,3 +34,29 @@ def test_demo_refuses_a_non_empty_output_folder(tmp_path, run_cli):
     code, _, err = run_cli(["demo", "--out", tmp_path, "--quick"])
     assert code == 2 and "--overwrite" in err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_demo_goes_on_with_the_fp32_file_when_int8_is_refused(tmp_path, monkeypatch):
+    import cfimg.export
+    from cfimg.demo import DemoSummary, _export
+    from cfimg.export.report import ExportedModel, ExportError, ExportReport
+
+    fp32_written = True
+
+    def refuse_int8(run_dir, out, int8):
+        fp32 = ExportedModel(out, "fp32", "uint8_nhwc", 17, written=fp32_written)
+        int8 = ExportedModel(out.with_suffix(".int8.onnx"), "int8", "uint8_nhwc", 17)
+        int8.accuracy_change_points = -1.2
+        report = ExportReport(run_dir / "best.pt", "validation split", 10, models=[fp32, int8])
+        raise ExportError("model.int8.onnx: int8 accuracy check failed", report)
+
+    monkeypatch.setattr(cfimg.export, "export_onnx", refuse_int8)
+    run = type("Run", (), {"run_dir": tmp_path})()
+    summary = DemoSummary(tmp_path, TINY)
+    assert _export(run, summary) == tmp_path / "model.onnx"
+    assert "onnx int8" not in summary.artefacts
+    assert summary.numbers["int8 accuracy change (points)"] == -1.2
+    assert any("int8 export refused, fp32 only" in note for note in summary.notes)
+    fp32_written = False  # the fp32 file failed too: the demo stops, naming why
+    with pytest.raises(ExportError):
+        _export(run, DemoSummary(tmp_path, TINY))

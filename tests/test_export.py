@@ -24,6 +24,7 @@ from cfimg.export import (
     ExportError,
     export_onnx,
 )
+from cfimg.export.report import Check
 from cfimg.imageio import load_rgb
 from cfimg.modelinfo import model_info, validate_onnx_file
 from cfimg.models import create_model, get_arch
@@ -192,7 +193,7 @@ def test_no_check_writes_without_loading_any_image(run_dir, tmp_path):
     assert [check.name for check in report.models[0].checks] == ["onnx.checker"]
 
 
-def test_int8_losing_accuracy_is_refused_and_writes_nothing(run_dir, tmp_path, monkeypatch):
+def test_int8_losing_accuracy_is_refused_and_keeps_the_fp32_file(run_dir, tmp_path, monkeypatch):
     import cfimg.metrics
 
     accuracies = iter([0.90, 0.85, 0.90, 0.85])
@@ -201,12 +202,29 @@ def test_int8_losing_accuracy_is_refused_and_writes_nothing(run_dir, tmp_path, m
     )
     out = tmp_path / "model.onnx"
     small = {"int8": True, "check": False, "max_check_images": 6, "max_calib_images": 4}
-    with pytest.raises(ExportError, match="loses more than 1 point"):
+    with pytest.raises(ExportError, match="loses more than 1 point") as refused:
         export_onnx(run_dir, out, **small)
-    assert list(tmp_path.iterdir()) == []
+    assert f"wrote only {out}" in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the fp32 file passed
+    fp32, int8 = refused.value.report.models
+    assert fp32.written and not int8.written and int8.accuracy_change_points == pytest.approx(-5)
+    load_engine(out, device="cpu")  # a whole, loadable file
     report = export_onnx(run_dir, out, force=True, **small)
     assert report.models[-1].accuracy_change_points == pytest.approx(-5.0)
     assert (tmp_path / "model.int8.onnx").is_file()
+
+
+def test_a_failed_fp32_check_writes_nothing(run_dir, tmp_path, monkeypatch):
+    import cfimg.export.exporter
+
+    def failing_checks(model, base, limit, **kwargs):
+        model.checks.append(Check("parity vs PyTorch", False, "max |dp| 0.5 > 1e-4"))
+
+    monkeypatch.setattr(cfimg.export.exporter, "runtime_checks", failing_checks)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="parity vs PyTorch check failed.*nothing was written"):
+        export_onnx(run_dir, out, int8=True, max_check_images=6, max_calib_images=4)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_without_calibration_images_is_a_usage_error(run_dir, tmp_path):

@@ -66,7 +66,8 @@ def export(
     """Export a trained model to one ONNX file that carries its preprocessing, class names,
     threshold and temperature, after checking it against PyTorch.
 
-    Nothing is written when a check fails (exit status 1).
+    A failed fp32 check writes nothing; a refused --int8/--fp16 copy is left out while the fp32
+    file is still written (exit status 1 either way).
     """
     from rich.markup import escape
 

@@ -1,7 +1,8 @@
 """export_onnx: checkpoint in; fp32 (and fp16/int8) ONNX files out, proven before written.
 
-Nothing is written until every check has passed: a refused int8 model or a failed parity check
-leaves no file behind, and each file is written atomically.
+Nothing is written until the checks have run, and each file is written atomically. A failed fp32
+check writes nothing; a refused fp16 or int8 copy (it lost accuracy, or did not run) is left out
+while the fp32 file and any copy that passed are still written, so a refusal costs no rerun.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def export_onnx(
     Writes `out_path` (default RUN/model.onnx, or <checkpoint>.onnx) in fp32, plus
     <out>.fp16.onnx and/or <out>.int8.onnx when asked. `check=False` skips the runtime checks of
     the fp32 file (onnx.checker still runs); fp16 and int8 files are always checked and refused
-    when they lose more than 1 point of accuracy, unless `force`. Raises ExportError, writing
-    nothing, when a check fails.
+    when they lose more than 1 point of accuracy, unless `force`. Raises ExportError when a
+    check fails: after writing nothing if the fp32 file failed, else after writing the files
+    that passed (the error's `report` says which).
     """
     from cfimg.checkpoint import load_model, resolve_checkpoint_path
 
@@ -105,8 +107,11 @@ def export_onnx(
         )
         report.calib_source = calibration.source
         outputs.update(int8_variant(report, base, calibration, force=force))
+    if report.models[0].ok:  # the fp32 file passed: keep it, and every copy that passed
+        refused = {model.path for model in report.models if not model.ok}
+        _write(report, {path: data for path, data in outputs.items() if path not in refused})
     raise_if_failed(report)
-    return _write(report, outputs)
+    return report
 
 
 def default_output_path(source: str | Path) -> Path:
@@ -119,7 +124,7 @@ def _write(report: ExportReport, outputs: dict[Path, bytes]) -> ExportReport:
     for path, data in outputs.items():
         atomic_write_bytes(path, data)
     for model in report.models:
-        model.written = True
+        model.written = model.path in outputs
     return report
 
 

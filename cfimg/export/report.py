@@ -9,7 +9,12 @@ from cfimg.errors import CfimgError
 
 
 class ExportError(CfimgError):
-    """An export that failed a check; nothing was written."""
+    """An export that failed a check. `report` is what was measured and which files, if any, were
+    still written (the fp32 file when only a reduced-precision copy was refused)."""
+
+    def __init__(self, message: str, report: ExportReport | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -63,7 +68,9 @@ class ExportReport:
 
 
 def raise_if_failed(report: ExportReport) -> None:
-    """ExportError naming the first failed check, if any."""
+    """ExportError naming the first failed check, if any, and what was written all the same."""
+    written = [str(model.path) for model in report.models if model.written]
+    outcome = f"wrote only {', '.join(written)}" if written else "nothing was written"
     for model in report.models:
         for check in model.checks:
             if check.ok:
@@ -71,7 +78,8 @@ def raise_if_failed(report: ExportReport) -> None:
             hint = " (use --force to write it anyway)" if check.name == "accuracy" else ""
             raise ExportError(
                 f"{model.path}: {model.precision} {check.name} check failed: {check.detail}; "
-                f"nothing was written{hint}"
+                f"{outcome}{hint}",
+                report,
             )
 
 
