@@ -96,6 +96,10 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             "default + relation pooling (self-attention over the cells)",
             {**defaults, "pooling": "relate"},
         ),
+        "default_freeze5_relate": (
+            "default with 5 stages frozen + relation pooling",
+            {**defaults, "freeze_stages": 5, "pooling": "relate"},
+        ),
         "default_no_rotate": (
             "default without rotation or perspective",
             {**defaults, "augment": AugmentConfig(rotate_deg=0.0, perspective_p=0.0)},
@@ -137,6 +141,7 @@ def run_one(
     epochs: int | None,
     recipe_table: dict,
     holdout: Path | None = None,
+    threads: int | None = None,
 ) -> dict:
     from cfimg.evaluate import evaluate
     from cfimg.train import train
@@ -146,8 +151,17 @@ def run_one(
         overrides["epochs"] = epochs
     run_dir = work / "runs" / f"{recipe}-s{seed}"
     config = replace(
-        TrainConfig(data=str(data)), out=str(run_dir), overwrite=True, seed=seed, **overrides
+        TrainConfig(data=str(data)),
+        out=str(run_dir),
+        overwrite=True,
+        seed=seed,
+        threads=threads,
+        **overrides,
     )
+    if threads:  # so the yardstick reads what the run's own threads get
+        import torch
+
+        torch.set_num_threads(threads)
     gflops = matmul_gflops()
     started = time.perf_counter()
     result = train(config, progress=False, log=lambda line: print(f"  {line}", flush=True))
@@ -266,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also score every run on this labelled set, the same for all runs (e.g. `cfimg "
         "synth holdout --seed 7`): test splits of a few hundred photos differ by seed",
     )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads per run (1: two ablations side by side)"
+    )
     parser.add_argument("--table", action="store_true", help="only print the Markdown table")
     args = parser.parse_args(argv)
     results = args.work / "results.jsonl"
@@ -294,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             if (recipe, seed) in finished:
                 continue
             print(f"{recipe} seed {seed}: {chosen[recipe][0]}", flush=True)
-            row = run_one(data, args.work, recipe, seed, args.epochs, chosen, args.holdout)
+            row = run_one(
+                data, args.work, recipe, seed, args.epochs, chosen, args.holdout, args.threads
+            )
             print(json.dumps(row), flush=True)
             with open(results, "a") as handle:  # one line per run: a kill loses only that run
                 handle.write(json.dumps(row) + "\n")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 HEADINGS = (
@@ -98,9 +99,15 @@ def test_an_ablation_run_is_scored_on_its_test_split_and_on_the_fixed_holdout_se
     make_image_tree(tmp_path / "holdout", items=3, views=1, size_px=40)
     tiny = dict(arch="mobilenet_v3_small", pretrained=False, img_size_px=32, batch_size=4)
     table = {"tiny": ("a tiny network", {**tiny, "workers": 0, "epochs": 1})}
-    row = ablate.run_one(
-        tmp_path / "photos", tmp_path / "work", "tiny", 0, None, table, tmp_path / "holdout"
-    )
+    threads = torch.get_num_threads()
+    try:
+        row = ablate.run_one(
+            tmp_path / "photos", tmp_path / "work", "tiny", 0, None, table, tmp_path / "holdout", 1
+        )
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite runs in this process
+    config = json.loads((tmp_path / "work/runs/tiny-s0/config.json").read_text())
+    assert config["config"]["threads"] == 1
     assert 0 <= row["holdout_roc_auc"] <= 1 and 0 <= row["test_roc_auc"] <= 1
     report = json.loads((tmp_path / "work/runs/tiny-s0/eval-holdout/report.json").read_text())
     assert report["metrics"]["n"] == 12  # every holdout photo (3 items x 2 labels x 2 kinds)
