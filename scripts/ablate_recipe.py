@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results, chosen))
         print("\n" + type_table(results, chosen))
         return 0
+    if args.threads is not None and args.threads < 1:  # before torch.set_num_threads rejects it
+        parser.error("--threads must be 1 or more")
     unknown = [r for r in args.recipes.split(",") if r not in chosen]
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {', '.join(chosen)}")

@@ -581,6 +581,7 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
         (["--crop", "4096"], "--crop must be 0 (resized crops) or between"),
         (["--layer-decay", "1.5"], "--layer-decay must be in"),
         (["--freeze-stages", "-1"], "--freeze-stages must be"),
+        (["--threads", "0"], "--threads must be 1 or more"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):

@@ -165,6 +165,7 @@ def validate_config(config: TrainConfig) -> None:
             config.freeze_stages is None or config.freeze_stages >= 0,
             "--freeze-stages must be 0 or more",
         ),
+        (config.threads is None or config.threads >= 1, "--threads must be 1 or more"),
         (not (config.pretrained and config.weights_path), "--weights replaces --pretrained"),
         (
             not config.name or ("/" not in config.name and config.name not in (".", "..")),
