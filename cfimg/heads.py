@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 from cfimg.labels import CLASS_NAMES
 
 POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "gem", "attn", "relate")
+# What `cfimg train` uses unless told (BENCHMARKS.md, rounds 6-7). HeadSpec keeps "avg" as its own
+# default: that is what a model file or card written before pooling was a choice holds.
+DEFAULT_POOLING = "relate"
 
 
 @dataclass(frozen=True)

@@ -423,13 +423,14 @@ def test_config_json_names_what_weight_decay_leaves_out(tmp_path):
     assert resolved["no_weight_decay"] == "1-D parameters: norm weights and biases"
 
 
-def test_the_default_recipe_resolves_to_a_384_px_frame_native_crops_and_three_frozen_stages():
+def test_the_default_recipe_resolves_to_a_384_px_frame_native_crops_five_frozen_stages_relate():
     config = TrainConfig(data="photos").resolved()
     assert (config.img_size_px, config.augment.native_crop_px, config.freeze_stages) == (
         384,
         224,
-        3,
+        5,
     )
+    assert config.pooling == "relate" and config.head().pooling == "relate"
     assert config.preprocessing().img_size_px == 384
     # from scratch nothing is frozen; a frame no larger than the arch's side keeps resized crops
     scratch = TrainConfig(data="photos", pretrained=False, img_size_px=224).resolved()
@@ -449,8 +450,10 @@ def test_a_config_json_from_before_the_automatic_recipe_resumes_with_its_old_rec
     del old["freeze_stages"]
     old["img_size_px"] = None
     old["augment"]["native_crop_px"] = None
+    del old["pooling"]
     config = Config.from_dict(old).resolved()
     assert (config.img_size_px, config.augment.native_crop_px, config.freeze_stages) == (224, 0, 0)
+    assert config.pooling == "avg"  # what a run written before pooling was a choice used
 
 
 def test_a_run_records_its_resolved_recipe_in_config_json(tiny_data, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cfimg.heads import POOLINGS  # imports no torch
+from cfimg.heads import DEFAULT_POOLING, POOLINGS  # imports no torch
 
 # Spelt out here rather than imported from cfimg.models so that building the CLI (and so every
 # command, predict included) never imports torch; tests check the two lists agree.
@@ -53,7 +53,9 @@ def train_command(
     freeze_backbone_epochs: int = typer.Option(
         0, "--freeze-backbone-epochs", help="Train only the head (and its pooling) first."
     ),
-    pooling: str = typer.Option("avg", "--pooling", help=f"Head pooling: {'|'.join(POOLINGS)}."),
+    pooling: str = typer.Option(
+        DEFAULT_POOLING, "--pooling", help=f"Head pooling: {'|'.join(POOLINGS)}."
+    ),
     head_dropout: float | None = typer.Option(None, "--head-dropout", help="[the arch's own]"),
     crop: int | None = typer.Option(
         None,
@@ -68,7 +70,7 @@ def train_command(
         None,
         "--freeze-stages",
         help="Keep the stem and the next N-1 stages as pretrained; 0 = train all "
-        "[3 from pretrained weights, 0 from scratch].",
+        "[5 from pretrained weights, 0 from scratch].",
     ),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
     patience: int = typer.Option(6, "--patience", help="Early stop after N flat epochs; 0 = off."),

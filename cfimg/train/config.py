@@ -8,19 +8,20 @@ from pathlib import Path
 
 from cfimg.augment import AugmentConfig
 from cfimg.errors import UsageError
-from cfimg.heads import POOLINGS, HeadSpec
+from cfimg.heads import DEFAULT_POOLING, POOLINGS, HeadSpec
 from cfimg.imageio import DEFAULT_MAX_PIXELS
 from cfimg.models import DEFAULT_ARCH, get_arch
 from cfimg.preprocess import Preprocessing
 
 SELECT_METRICS = ("roc_auc", "balanced_accuracy", "accuracy", "pr_auc", "f1")
 
-# The default recipe (README, "Why this default"; BENCHMARKS.md, "Recipe ablation"): inference on
-# a 384 px frame, training on random crops of the architecture's own input side at that scale,
-# and the stem plus the first two stages kept as pretrained.
+# The default recipe (README, "Why this default"; BENCHMARKS.md, "Recipe ablation", rounds 2 and
+# 6-7): inference on a 384 px frame, training on random crops of the architecture's own input side
+# at that scale, the stem plus the next four stages kept as pretrained, and a relation-pooling head
+# (self-attention over the feature cells, so one part can be judged against another).
 DEFAULT_FRAME_PX = 384
 DETAIL_FRAME_PX = 512  # --detail: for print and stitching that 384 px still blurs
-DEFAULT_FREEZE_STAGES = 3  # the stem and two stages (cfimg.train.optim.network_stages)
+DEFAULT_FREEZE_STAGES = 5  # the stem and four stages (cfimg.train.optim.network_stages)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "auto"  # class-weighted loss: auto (when classes differ by >1.5x) | on | off
     ema_decay: float = 0.99  # per step, reached after a warm-up (see optim.ema_decay_at); 0: off
-    pooling: str = "avg"  # the head's pooling (cfimg.heads.POOLINGS)
+    pooling: str = DEFAULT_POOLING  # the head's pooling (cfimg.heads.POOLINGS)
     head_dropout: float | None = None  # None: the architecture's own
     layer_decay: float = 1.0  # layer-wise lr decay: block k of K from the head trains at d^(K-k)
     # The stem and the next N-1 stages stay as pretrained (weights and norm statistics); 0: none.
@@ -122,6 +123,7 @@ class TrainConfig:
         augment = {
             k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("augment", {}).items()
         }
+        values.setdefault("pooling", "avg")  # written before pooling was a choice: average, then
         if "freeze_stages" not in values:  # written before the automatic recipe: its meaning then
             values["freeze_stages"] = 0
             augment["native_crop_px"] = augment.get("native_crop_px") or 0
