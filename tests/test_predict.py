@@ -558,11 +558,13 @@ def test_building_the_cli_does_not_import_torch():
 
 
 def test_cli_architecture_list_matches_the_models_module():
-    from cfimg.cli.train import ARCH_NAMES, DEFAULT_ARCH
+    from cfimg.cli.train import ARCH_NAMES, DEFAULT_ARCH, DEFAULT_FREEZE_STAGES
     from cfimg.models import ARCHITECTURES
     from cfimg.models import DEFAULT_ARCH as MODELS_DEFAULT_ARCH
+    from cfimg.train.config import DEFAULT_FREEZE_STAGES as CONFIG_FREEZE_STAGES
 
     assert ARCH_NAMES == tuple(ARCHITECTURES) and DEFAULT_ARCH == MODELS_DEFAULT_ARCH
+    assert DEFAULT_FREEZE_STAGES == CONFIG_FREEZE_STAGES  # the --freeze-stages help states it
 
 
 def test_missing_review_model_is_refused_before_any_photo_is_classified(

@@ -7,7 +7,7 @@ import typer
 from cfimg.heads import DEFAULT_POOLING, POOLINGS  # imports no torch
 
 # Spelt out here rather than imported from cfimg.models so that building the CLI (and so every
-# command, predict included) never imports torch; tests check the two lists agree.
+# command, predict included) never imports torch; tests check that they agree.
 ARCH_NAMES = (
     "efficientnet_lite0",
     "efficientnet_lite1",
@@ -20,6 +20,7 @@ ARCH_NAMES = (
     "convnext_tiny",
 )
 DEFAULT_ARCH = ARCH_NAMES[0]
+DEFAULT_FREEZE_STAGES = 5  # cfimg.train.config's, for the help text (that module imports torch)
 
 HELP = f"""Fine-tune a CNN on labelled photos (folder tree, split folders or CSV manifest).
 
@@ -70,7 +71,7 @@ def train_command(
         None,
         "--freeze-stages",
         help="Keep the stem and the next N-1 stages as pretrained; 0 = train all "
-        "[5 from pretrained weights, 0 from scratch].",
+        f"[{DEFAULT_FREEZE_STAGES} from pretrained weights, 0 from scratch].",
     ),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm; 0 = off."),
     patience: int = typer.Option(6, "--patience", help="Early stop after N flat epochs; 0 = off."),

@@ -123,7 +123,7 @@ class TrainConfig:
         augment = {
             k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("augment", {}).items()
         }
-        values.setdefault("pooling", "avg")  # written before pooling was a choice: average, then
+        values.setdefault("pooling", HeadSpec().pooling)  # written before pooling was a choice
         if "freeze_stages" not in values:  # written before the automatic recipe: its meaning then
             values["freeze_stages"] = 0
             augment["native_crop_px"] = augment.get("native_crop_px") or 0
