@@ -188,6 +188,7 @@ def _export(run, summary: DemoSummary) -> Path:
             raise
         summary.notes.append(f"int8 export refused, fp32 only: {exc}")
         report = exc.report
+    summary.notes.extend(report.notes)  # e.g. which layers int8 kept in float
     for model in report.models:
         if model.precision != "int8":
             continue

@@ -148,13 +148,44 @@ def read_onnx_card(model_path: str | Path, metadata: dict[str, str]) -> ModelCar
         raise ModelFileError(model_path, f"damaged cfimg metadata ({exc})") from None
 
 
+def onnx_twin(engine: Engine, *, threads: int | None = None) -> Engine:
+    """For a checkpoint on the CPU, the same network exported to ONNX in memory (fp32, no file)
+    and run by onnxruntime, which runs these CNNs several times faster than PyTorch eager here
+    (BENCHMARKS.md, "Inference engines"); its probabilities match PyTorch's within export's fp32
+    parity limit (1e-4). Any other engine, or a network that cannot be exported, comes back as
+    it is. For scoring many photos (cfimg eval), where the export's few seconds pay."""
+    if not isinstance(engine, TorchEngine) or engine.device != "cpu":
+        return engine
+    from cfimg.export.contract import UINT8_NHWC, set_metadata
+    from cfimg.export.graph import build_onnx_model, resolve_opset
+
+    opset = resolve_opset(None)
+    try:
+        model = build_onnx_model(
+            engine.model.network, engine.card, input_format=UINT8_NHWC, opset=opset
+        )
+    except Exception:  # an architecture the tracer cannot take: PyTorch scores it, slower
+        return engine
+    set_metadata(model, engine.card, input_format=UINT8_NHWC, precision="fp32", opset=opset)
+    twin = OnnxEngine(model.SerializeToString(), device="cpu", threads=threads)
+    twin.card = engine.card  # the checkpoint's own card object, not a copy read back
+    return twin
+
+
 class OnnxEngine:
-    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None):
+    def __init__(
+        self, model_path: str | Path | bytes, *, device: str = "auto", threads: int | None = None
+    ):
+        """`model_path`: an .onnx file, or a serialised model in memory (onnx_twin)."""
         import onnxruntime as ort
 
+        if isinstance(model_path, bytes):
+            source, model_path = model_path, "<model in memory>"
+        else:
+            source = str(model_path)
         try:
             self.session = ort.InferenceSession(
-                str(model_path),
+                source,
                 sess_options=onnx_session_options(threads),
                 providers=onnx_providers(device),
             )

@@ -147,6 +147,36 @@ def test_pt_and_onnx_evaluations_agree(shared_run, shared_onnx, run_cli, tmp_pat
         assert ox["metrics"][key] == pytest.approx(pt["metrics"][key], abs=1e-3)
 
 
+def test_a_checkpoint_on_the_cpu_is_scored_by_onnxruntime_as_pytorch_scores_it(
+    shared_run, tmp_path
+):
+    quick = {"split": "all", "n_bootstrap": 0, "write_plots": False, "device": "cpu"}
+    eager = evaluate(shared_run, out_dir=tmp_path / "pt", onnx_on_cpu=False, **quick).report
+    twin = evaluate(shared_run, out_dir=tmp_path / "twin", **quick).report
+    assert eager["model"]["device"] == "cpu"
+    assert twin["model"]["device"] == "CPUExecutionProvider"
+    assert twin["model"]["kind"] == "checkpoint" and twin["model"]["model_id"] == "tiny@1"
+    p_pt = [float(r["p_counterfeit"]) for r in read_predictions(tmp_path / "pt")]
+    p_twin = [float(r["p_counterfeit"]) for r in read_predictions(tmp_path / "twin")]
+    assert len(p_pt) == 48 and np.allclose(p_pt, p_twin, atol=1e-4)
+    assert twin["metrics"]["roc_auc"] == pytest.approx(eager["metrics"]["roc_auc"], abs=1e-3)
+
+
+def test_the_eval_benchmark_times_both_engines_and_says_how_far_apart_they_are(shared_run):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "bench_eval.py"
+    command = [sys.executable, str(script), str(shared_run), "--rounds", "1", "--bootstrap", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "| pytorch eager |" in done.stdout and "| onnxruntime (in-memory export) |" in done.stdout
+    )
+    max_dp = float(done.stdout.rsplit("max |Δp| between the two:", 1)[1])
+    assert max_dp <= 1e-4
+
+
 def test_saved_operating_point_meets_its_target_when_the_model_is_reloaded(own_run, run_cli):
     code, _, stderr = run_cli(["eval", own_run, "--target-fpr", "0.2", "--save-threshold", *FAST])
     assert code == 0, stderr

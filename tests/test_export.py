@@ -196,7 +196,9 @@ def test_no_check_writes_without_loading_any_image(run_dir, tmp_path):
 def test_int8_losing_accuracy_is_refused_and_keeps_the_fp32_file(run_dir, tmp_path, monkeypatch):
     import cfimg.metrics
 
-    accuracies = iter([0.90, 0.85, 0.90, 0.85])
+    # before / after pairs: every convolution in int8, then the high-resolution ones in float,
+    # then the --force export (which keeps its first copy)
+    accuracies = iter([0.90, 0.85, 0.90, 0.86, 0.90, 0.85])
     monkeypatch.setattr(
         cfimg.metrics, "classification_metrics", lambda *a, **k: {"accuracy": next(accuracies)}
     )
@@ -205,13 +207,40 @@ def test_int8_losing_accuracy_is_refused_and_keeps_the_fp32_file(run_dir, tmp_pa
     with pytest.raises(ExportError, match="loses more than 1 point") as refused:
         export_onnx(run_dir, out, **small)
     assert f"wrote only {out}" in str(refused.value)
+    assert any(
+        "stride 4 or less were kept in float: -4.0 points" in note
+        for note in refused.value.report.notes
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the fp32 file passed
     fp32, int8 = refused.value.report.models
-    assert fp32.written and not int8.written and int8.accuracy_change_points == pytest.approx(-5)
+    assert fp32.written and not int8.written and int8.accuracy_change_points == pytest.approx(-4)
     load_engine(out, device="cpu")  # a whole, loadable file
     report = export_onnx(run_dir, out, force=True, **small)
     assert report.models[-1].accuracy_change_points == pytest.approx(-5.0)
     assert (tmp_path / "model.int8.onnx").is_file()
+
+
+def test_int8_refused_keeps_the_high_resolution_layers_in_float_and_passes(
+    run_dir, tmp_path, monkeypatch
+):
+    import cfimg.metrics
+
+    accuracies = iter([0.90, 0.85, 0.90, 0.895])  # the fully quantized copy loses 5 points
+    monkeypatch.setattr(
+        cfimg.metrics, "classification_metrics", lambda *a, **k: {"accuracy": next(accuracies)}
+    )
+    out = tmp_path / "model.onnx"
+    report = export_onnx(run_dir, out, int8=True, check=False, max_check_images=6)
+    fp32, int8 = report.models
+    assert int8.written and int8.ok and int8.accuracy_change_points == pytest.approx(-0.5)
+    assert any("lost 5.0 points" in note and "kept in float" in note for note in report.notes)
+    graph = onnx.load(int8.path).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    stem = next(node for node in convs if "conv_stem" in node.name)
+    assert stem.input[1] not in dequantized  # float weights (its input: the exact uint8 pixels)
+    assert any(node.input[1] in dequantized for node in convs)  # the rest is still int8
+    load_engine(int8.path, device="cpu")
 
 
 def test_a_failed_fp32_check_writes_nothing(run_dir, tmp_path, monkeypatch):
