@@ -272,6 +272,17 @@ def test_checkpoint_outside_a_run_is_checked_on_random_images_and_says_so(run_di
     assert "random images" in report.check_source and report.notes
 
 
+def test_int8_without_labelled_check_images_is_refused_once_without_a_retry(run_dir, tmp_path):
+    bare = tmp_path / "bare.pt"
+    bare.write_bytes((run_dir / "best.pt").read_bytes())
+    calib = run_dir.parent / "data"
+    with pytest.raises(ExportError, match="without labelled images") as refused:
+        export_onnx(bare, int8=True, check=False, calib_source=calib, max_calib_images=4)
+    fp32, int8 = refused.value.report.models
+    assert fp32.written and not int8.written and int8.accuracy_change_points is None
+    assert not any("kept in float" in note for note in refused.value.report.notes)
+
+
 def test_cli_export_prints_check_table(run_cli, run_dir, tmp_path):
     code, out, _ = run_cli(["export", run_dir, "--out", tmp_path / "m.onnx", "--check-images", 4])
     assert code == 0

@@ -58,7 +58,7 @@ def int8_variant(
     with folder:
         outputs = _reduced_precision_variant(report, base, "int8", quantized(False), force)
         first = report.models[-1]
-        if first.ok or force or not _failed_only_accuracy(first):
+        if first.ok or force or not _lost_accuracy_only(first):
             return outputs
         try:
             fallback = quantized(True)
@@ -76,8 +76,10 @@ def int8_variant(
     return outputs
 
 
-def _failed_only_accuracy(model: ExportedModel) -> bool:
-    return all(check.ok or check.name == "accuracy" for check in model.checks)
+def _lost_accuracy_only(model: ExportedModel) -> bool:
+    """Refused for lost accuracy alone (not for a failed run, nor unmeasurable accuracy)."""
+    measured = model.accuracy_change_points is not None
+    return measured and all(check.ok or check.name == "accuracy" for check in model.checks)
 
 
 def _reduced_precision_variant(
