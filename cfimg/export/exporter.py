@@ -96,7 +96,7 @@ def export_onnx(
     say(f"checking on {len(images.crops)} images ({images.source})")
     base = Baseline(card, fp32, fp32_bytes, images, pytorch_probabilities(network, card, images))
     if check:
-        runtime_checks(fp32_result, base, FP32_MAX_ABS_DP)
+        base.fp32_probabilities = runtime_checks(fp32_result, base, FP32_MAX_ABS_DP)
     if fp16:
         say("converting to fp16")
         outputs.update(fp16_variant(report, base, force=force))

@@ -41,6 +41,16 @@ class Baseline:
     fp32_bytes: bytes
     images: CheckImages
     reference: np.ndarray  # PyTorch probabilities on images.crops
+    fp32_probabilities: np.ndarray | None = None  # the fp32 ONNX file's, once it has been run
+
+    def fp32_onnx_probabilities(self, fp32_session, input_format: str) -> np.ndarray:
+        """The fp32 file's probabilities on the check images: run once, then shared by the fp32
+        checks and every variant's accuracy gate (int8 may be judged twice)."""
+        if self.fp32_probabilities is None:
+            self.fp32_probabilities = run_all(
+                fp32_session, input_format, self.card.preprocessing, self.images
+            )
+        return self.fp32_probabilities
 
 
 def pytorch_probabilities(network, card: ModelCard, images: CheckImages) -> np.ndarray:
@@ -186,7 +196,7 @@ def accuracy_check(
             False,
             "cannot be measured without labelled images (give --check-data DATA)",
         )
-    fp32_p = run_all(fp32_session, result.input_format, card.preprocessing, images)
+    fp32_p = base.fp32_onnx_probabilities(fp32_session, result.input_format)
     before_p = fp32_p[:, card.counterfeit_index]
     after_p = probabilities[:, card.counterfeit_index]
     labels = (images.labels == COUNTERFEIT_INDEX).astype(int)
