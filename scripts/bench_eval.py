@@ -18,6 +18,7 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
 
 from cfimg.benchutil import machine_summary, matmul_gflops  # noqa: E402
+from cfimg.errors import CfimgError  # noqa: E402
 from cfimg.evaluate import evaluate  # noqa: E402
 
 
@@ -33,7 +35,7 @@ def p_counterfeit(report_dir: Path) -> list[float]:
         return [float(row["p_counterfeit"]) for row in csv.DictReader(handle)]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--split", default="test")
@@ -42,7 +44,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.bootstrap < 0:
         parser.error("--rounds must be at least 1 and --bootstrap at least 0")
+    try:
+        measure(args)
+    except CfimgError as exc:  # a missing run, a damaged checkpoint...: one line, not a traceback
+        print(f"bench_eval: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
 
+
+def measure(args: argparse.Namespace) -> None:
     seconds: dict[str, list[float]] = {"pytorch eager": [], "onnxruntime (in-memory export)": []}
     gflops: list[float] = []
     max_dp = 0.0
@@ -85,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
