@@ -156,20 +156,27 @@ def onnx_twin(engine: Engine, *, threads: int | None = None) -> Engine:
     it is. For scoring many photos (cfimg eval), where the export's few seconds pay."""
     if not isinstance(engine, TorchEngine) or engine.device != "cpu":
         return engine
+    twin = network_twin(engine.model.network, engine.card, threads=threads)
+    if twin is None:  # an architecture the tracer cannot take: PyTorch scores it, slower
+        return engine
+    twin.card = engine.card  # the checkpoint's own card object, not a copy read back
+    return twin
+
+
+def network_twin(network, card: ModelCard, *, threads: int | None = None) -> OnnxEngine | None:
+    """`network` (with `card`'s preprocessing) as an fp32 ONNX graph in memory on onnxruntime's
+    CPU provider; None where the tracer cannot take the network. Used by `onnx_twin` and by
+    training's validation pass (cfimg.train.loop.validate)."""
     from cfimg.export.contract import UINT8_NHWC, set_metadata
     from cfimg.export.graph import build_onnx_model, resolve_opset
 
     opset = resolve_opset(None)
     try:
-        model = build_onnx_model(
-            engine.model.network, engine.card, input_format=UINT8_NHWC, opset=opset
-        )
-    except Exception:  # an architecture the tracer cannot take: PyTorch scores it, slower
-        return engine
-    set_metadata(model, engine.card, input_format=UINT8_NHWC, precision="fp32", opset=opset)
-    twin = OnnxEngine(model.SerializeToString(), device="cpu", threads=threads)
-    twin.card = engine.card  # the checkpoint's own card object, not a copy read back
-    return twin
+        model = build_onnx_model(network, card, input_format=UINT8_NHWC, opset=opset)
+    except Exception:
+        return None
+    set_metadata(model, card, input_format=UINT8_NHWC, precision="fp32", opset=opset)
+    return OnnxEngine(model.SerializeToString(), device="cpu", threads=threads)
 
 
 class OnnxEngine:

@@ -90,6 +90,10 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             "today's defaults on the 512 px frame (--detail), the same 224 px crops",
             {**defaults, "detail": True},
         ),
+        "default_compiled": (
+            "today's defaults, the training step compiled (torch.compile): more epochs a minute",
+            {**defaults, "compile": True},
+        ),
         "default_r6": (
             "the default until round 7 (3 stages frozen, average pooling)",
             r6,

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,6 +243,74 @@ def test_validation_logits_equal_what_the_inference_engine_computes(tiny_data, t
     assert payload["val_labels"].tolist() == [s.label for s in val]
 
 
+@pytest.mark.slow
+def test_validation_on_the_cpu_runs_on_onnxruntime_and_matches_pytorch(
+    tiny_data, tmp_path, monkeypatch
+):
+    """Each epoch's validation is scored by an in-memory ONNX export (faster on the CPU), and
+    its figures are PyTorch's: the same validation loss to 1e-5, epoch by epoch."""
+    import cfimg.train.loop as loop
+
+    exports = []
+    real_twin = loop.network_twin
+
+    def counted_twin(*args, **kwargs):
+        twin = real_twin(*args, **kwargs)
+        exports.append(twin is not None)  # None: the tracer gave up and PyTorch scored it
+        return twin
+
+    monkeypatch.setattr(loop, "network_twin", counted_twin)
+    rows = {}
+    for on_onnx in (True, False):
+        run = tmp_path / f"run-{on_onnx}"
+        config = TrainConfig(
+            data=str(tiny_data), epochs=2, out=str(run), onnx_validation=on_onnx, **TINY
+        )
+        _quiet_train(config)
+        rows[on_onnx] = list(csv.DictReader((run / "metrics.csv").open()))
+    assert exports == [True, True]  # one export an epoch, none with onnx_validation=False
+    assert len(rows[True]) == len(rows[False]) == 2
+    for onnx_row, torch_row in zip(rows[True], rows[False], strict=True):
+        assert abs(float(onnx_row["val_loss"]) - float(torch_row["val_loss"])) < 1e-5
+        assert onnx_row["roc_auc"] == torch_row["roc_auc"]
+
+
+@pytest.mark.slow
+def test_compiled_training_with_loader_workers_runs_on_the_cpu(tiny_data, tmp_path):
+    """`--compile` with data-loading workers: the compiled graph had segfaulted on batches in
+    the workers' shared memory, killing the run with no message (so a subprocess here)."""
+    run = tmp_path / "run"
+    argv = [
+        sys.executable, "-m", "cfimg", "train", str(tiny_data), "--out", str(run),
+        "--arch", "mobilenet_v3_small", "--no-pretrained", "--img-size", "32",
+        "--batch-size", "4", "--epochs", "1", "--workers", "2", "--compile", "--quiet",
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "best.pt").is_file()
+    assert json.loads((run / "config.json").read_text())["compile"] is True
+
+
+@pytest.mark.slow
+def test_the_validation_benchmark_times_both_passes_and_says_how_far_apart_they_are(
+    tiny_data, tmp_path
+):
+    run = tmp_path / "run"
+    _quiet_train(TrainConfig(data=str(tiny_data), epochs=1, out=str(run), **TINY))
+    script = Path(__file__).parent.parent / "scripts" / "bench_validate.py"
+    command = [sys.executable, str(script), str(run), "--rounds", "1", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| pytorch eager |" in done.stdout and "| onnxruntime (export included) |" in done.stdout
+    max_dlogit = float(done.stdout.rsplit("max |Δ logit| between the two:", 1)[1].split(";")[0])
+    assert max_dlogit <= 1e-4
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "nothere")], capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "not a training run" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 def test_run_name_without_out_goes_under_models(tiny_data, tmp_path, monkeypatch):
     from cfimg.distributed import DistributedContext
     from cfimg.train import prepare_run_dir
@@ -390,10 +459,16 @@ def test_frozen_backbone_step_changes_only_the_head_even_with_weight_decay():
         head_names={"head.weight", "head.bias"},
     )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    conv_backward = []
+    model.conv.register_full_backward_hook(lambda *args: conv_backward.append(1))
     images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1])
     train_step(parts, images, labels, lr=0.1, seed=0, frozen=True, clip_norm=1.0)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"head.weight", "head.bias"}
+    assert not conv_backward  # the backbone's backward pass is not run at all
+    assert all(p.requires_grad for p in model.parameters())  # and it trains again afterwards
+    train_step(parts, images, labels, lr=0.1, seed=1, frozen=False, clip_norm=1.0)
+    assert conv_backward and not torch.equal(model.conv.weight, before["conv.weight"])
 
 
 def test_optimizer_state_from_before_the_decay_groups_resumes_into_them():

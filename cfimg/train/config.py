@@ -69,6 +69,9 @@ class TrainConfig:
     cpu_bf16: bool = False
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the network
+    # On the CPU, each epoch's validation pass runs on onnxruntime through an fp32 export in
+    # memory (3-4x faster than PyTorch eager there; BENCHMARKS.md, round 9). False: PyTorch.
+    onnx_validation: bool = True
     val_frac: float = 0.15
     test_frac: float = 0.15
     group_regex: str | None = None

@@ -1,0 +1,105 @@
+"""Training's per-epoch validation pass on the CPU: PyTorch eager against onnxruntime.
+
+`cfimg.train.loop.validate` scores the validation split after every epoch. On the CPU it exports
+the weights to fp32 ONNX in memory and runs onnxruntime (`TrainConfig.onnx_validation`, the
+default); before, PyTorch eager scored it, and that took a third of each epoch of the default
+recipe on 2 cores. This script runs both on a finished run's validation split, with the run's
+own loader (workers, preprocessing), alternating (eager, onnx, eager, onnx...), the export
+counted in the onnx time, and prints the seconds of each, the largest |Δ logit| and |Δ loss|
+between them and the matmul GFLOP/s read before each round, as a Markdown table.
+
+Usage:
+    python scripts/bench_validate.py RUN [--rounds 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
+
+from cfimg.benchutil import machine_summary, matmul_gflops  # noqa: E402
+from cfimg.errors import CfimgError, UsageError  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    try:
+        measure(args)
+    except CfimgError as exc:  # a missing run, a damaged checkpoint...: one line, not a traceback
+        print(f"bench_validate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def measure(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from cfimg.checkpoint import load_model
+    from cfimg.data import load_samples
+    from cfimg.distributed import DistributedContext
+    from cfimg.models import ClassifierWithPreprocessing
+    from cfimg.train import TrainConfig
+    from cfimg.train.loaders import make_loaders
+    from cfimg.train.loop import validate
+
+    config_path = args.run / "config.json"
+    if not config_path.is_file() or not (args.run / "split.csv").is_file():
+        raise UsageError(f"{args.run}: not a training run (no config.json or split.csv)")
+    config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    network, card = load_model(args.run / "best.pt")
+    model = ClassifierWithPreprocessing(network, card.preprocessing).eval()
+    ctx = DistributedContext()
+    samples = load_samples(args.run / "split.csv")
+    _, _, val_loader, _, val_samples = make_loaders(samples, card.preprocessing, config, ctx)
+
+    seconds: dict[str, list[float]] = {"pytorch eager": [], "onnxruntime (export included)": []}
+    gflops: list[float] = []
+    max_dlogit = max_dloss = 0.0
+    for _ in range(args.rounds):
+        gflops.append(matmul_gflops())
+        results = []
+        for name, onnx_card in zip(seconds, (None, card), strict=True):
+            started = time.perf_counter()
+            results.append(
+                validate(model, val_loader, ctx, onnx_card=onnx_card, threads=args.threads)
+            )
+            seconds[name].append(time.perf_counter() - started)
+        eager, onnx = results
+        max_dlogit = max(max_dlogit, float(np.abs(eager.logits - onnx.logits).max()))
+        max_dloss = max(max_dloss, abs(eager.loss - onnx.loss))
+
+    machine = machine_summary()
+    print(f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores")
+    print(f"- matmul GFLOP/s before each round: {', '.join(f'{g:.0f}' for g in gflops)}")
+    side = card.preprocessing.img_size_px
+    print(f"- {args.run}: {len(val_samples)} validation photos at {side} px, {card.arch}")
+    print()
+    print("| validation pass | seconds (median of rounds) | rounds | speed-up |")
+    print("|---|---|---|---|")
+    base = statistics.median(seconds["pytorch eager"])
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        rounds = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {name} | {median:.1f} | {rounds} | {base / median:.2f}x |")
+    print()
+    print(f"max |Δ logit| between the two: {max_dlogit:.2e}; |Δ loss|: {max_dloss:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
