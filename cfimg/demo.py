@@ -27,12 +27,13 @@ class DemoSettings:
 
 
 # Sized to finish in under 8 minutes on 2 CPU cores, with the default recipe (a 384 px frame,
-# 224 px native-scale crops, the stem and four stages frozen, relation pooling). The `easy` defects, so that a model
-# trained that briefly shows something; the medium set is the benchmark (BENCHMARKS.md). Many
-# photos for few epochs, not few photos for many: in the same minutes more photos is what the
-# network learns more from (BENCHMARKS.md, "Recipe ablation, round 4"), and the generator makes
-# them faster than training reads them; the test split is larger, so its figure is steadier too.
-# A fourth epoch was level (round 9: best epoch 3, test ROC-AUC 0.752 against 0.743) and slower.
+# 224 px native-scale crops, the stem and four stages frozen, relation pooling). The `easy`
+# defects, so that a model trained that briefly shows something; the medium set is the
+# benchmark (BENCHMARKS.md). Many photos for few epochs, not few photos for many: in the same
+# minutes more photos is what the network learns more from (BENCHMARKS.md, "Recipe ablation,
+# round 4"), and the generator makes them faster than training reads them; the test split is
+# larger, so its figure is steadier too. A fourth epoch was level (round 9: best epoch 3, test
+# ROC-AUC 0.752 against 0.743) and slower.
 FULL = DemoSettings(
     n_images=3000,
     n_incoming=200,
