@@ -56,3 +56,24 @@ def _cpu_name() -> str:
 def median_and_spread(values: list[float]) -> tuple[float, float]:
     """Median and half the min-max range, the '12.3 ± 0.4' printed in BENCHMARKS.md."""
     return statistics.median(values), (max(values) - min(values)) / 2
+
+
+def print_rounds_table(
+    what: str, seconds: dict[str, list[float]], gflops: list[float], subject: str
+) -> None:
+    """The Markdown block the A/B benchmark scripts print: the machine, the matmul readings,
+    `subject`, then one row per variant (the first is the baseline) with its median seconds,
+    every round's and its speed-up over the baseline."""
+    machine = machine_summary()
+    print(f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores")
+    print(f"- matmul GFLOP/s before each round: {', '.join(f'{g:.0f}' for g in gflops)}")
+    print(f"- {subject}")
+    print()
+    print(f"| {what} | seconds (median of rounds) | rounds | speed-up |")
+    print("|---|---|---|---|")
+    base = statistics.median(next(iter(seconds.values())))
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        rounds = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {name} | {median:.1f} | {rounds} | {base / median:.2f}x |")
+    print()

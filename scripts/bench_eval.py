@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
 
-from cfimg.benchutil import machine_summary, matmul_gflops  # noqa: E402
+from cfimg.benchutil import matmul_gflops, print_rounds_table  # noqa: E402
 from cfimg.errors import CfimgError  # noqa: E402
 from cfimg.evaluate import evaluate  # noqa: E402
 
@@ -78,19 +77,8 @@ def measure(args: argparse.Namespace) -> None:
             eager, twin = outputs.values()
             max_dp = max(max_dp, max(abs(a - b) for a, b in zip(eager, twin, strict=True)))
 
-    machine = machine_summary()
-    print(f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores")
-    print(f"- matmul GFLOP/s before each round: {', '.join(f'{g:.0f}' for g in gflops)}")
-    print(f"- {args.run}, split {args.split} ({n_scored} photos scored, plus the fitting split)")
-    print()
-    print("| engine | seconds (median of rounds) | rounds | speed-up |")
-    print("|---|---|---|---|")
-    base = statistics.median(seconds["pytorch eager"])
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        rounds = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {name} | {median:.1f} | {rounds} | {base / median:.2f}x |")
-    print()
+    subject = f"{args.run}, split {args.split} ({n_scored} photos scored, plus the fitting split)"
+    print_rounds_table("engine", seconds, gflops, subject)
     print(f"max |Δp| between the two: {max_dp:.2e}")
 
 

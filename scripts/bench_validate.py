@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
 
-from cfimg.benchutil import machine_summary, matmul_gflops  # noqa: E402
+from cfimg.benchutil import matmul_gflops, print_rounds_table  # noqa: E402
 from cfimg.errors import CfimgError, UsageError  # noqa: E402
 
 
@@ -84,20 +83,9 @@ def measure(args: argparse.Namespace) -> None:
         max_dlogit = max(max_dlogit, float(np.abs(eager.logits - onnx.logits).max()))
         max_dloss = max(max_dloss, abs(eager.loss - onnx.loss))
 
-    machine = machine_summary()
-    print(f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores")
-    print(f"- matmul GFLOP/s before each round: {', '.join(f'{g:.0f}' for g in gflops)}")
     side = card.preprocessing.img_size_px
-    print(f"- {args.run}: {len(val_samples)} validation photos at {side} px, {card.arch}")
-    print()
-    print("| validation pass | seconds (median of rounds) | rounds | speed-up |")
-    print("|---|---|---|---|")
-    base = statistics.median(seconds["pytorch eager"])
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        rounds = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {name} | {median:.1f} | {rounds} | {base / median:.2f}x |")
-    print()
+    subject = f"{args.run}: {len(val_samples)} validation photos at {side} px, {card.arch}"
+    print_rounds_table("validation pass", seconds, gflops, subject)
     print(f"max |Δ logit| between the two: {max_dlogit:.2e}; |Δ loss|: {max_dloss:.2e}")
 
 
