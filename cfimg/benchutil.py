@@ -1,10 +1,14 @@
-"""Helpers for benchmark scripts: a reading of the machine's speed to print beside every figure."""
+"""Helpers for benchmark scripts: a reading of the machine's speed to print beside every figure,
+the A/B table they print, and their one-line errors."""
 
 from __future__ import annotations
 
 import platform
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
@@ -77,3 +81,16 @@ def print_rounds_table(
         rounds = ", ".join(f"{v:.1f}" for v in values)
         print(f"| {name} | {median:.1f} | {rounds} | {base / median:.2f}x |")
     print()
+
+
+def run_reporting_errors(script: str, measure: Callable[[Any], None], args: Any) -> int:
+    """`measure(args)`, with a cfimg error (a missing run, a damaged checkpoint...) printed as
+    one line naming the script, and cfimg's exit code for it, not a traceback."""
+    from cfimg.errors import CfimgError
+
+    try:
+        measure(args)
+    except CfimgError as exc:
+        print(f"{script}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -23,8 +23,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads collapse on shared cores
 
-from cfimg.benchutil import matmul_gflops, print_rounds_table  # noqa: E402
-from cfimg.errors import CfimgError, UsageError  # noqa: E402
+from cfimg.benchutil import (  # noqa: E402
+    matmul_gflops,
+    print_rounds_table,
+    run_reporting_errors,
+)
+from cfimg.errors import UsageError  # noqa: E402
 
 
 def main() -> int:
@@ -35,12 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    try:
-        measure(args)
-    except CfimgError as exc:  # a missing run, a damaged checkpoint...: one line, not a traceback
-        print(f"bench_validate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run_reporting_errors("bench_validate", measure, args)
 
 
 def measure(args: argparse.Namespace) -> None:
