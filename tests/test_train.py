@@ -288,7 +288,7 @@ def test_compiled_training_with_loader_workers_runs_on_the_cpu(tiny_data, tmp_pa
     result = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "best.pt").is_file()
-    assert json.loads((run / "config.json").read_text())["compile"] is True
+    assert json.loads((run / "config.json").read_text())["config"]["compile"] is True
 
 
 @pytest.mark.slow
