@@ -248,7 +248,7 @@ def test_validation_on_the_cpu_runs_on_onnxruntime_and_matches_pytorch(
     tiny_data, tmp_path, monkeypatch
 ):
     """Each epoch's validation is scored by an in-memory ONNX export (faster on the CPU), and
-    its figures are PyTorch's: the same validation loss to 1e-5, epoch by epoch."""
+    its figures are PyTorch's: the same validation loss to 1e-5 and the same ROC-AUC."""
     import cfimg.train.loop as loop
 
     exports = []
@@ -264,12 +264,12 @@ def test_validation_on_the_cpu_runs_on_onnxruntime_and_matches_pytorch(
     for on_onnx in (True, False):
         run = tmp_path / f"run-{on_onnx}"
         config = TrainConfig(
-            data=str(tiny_data), epochs=2, out=str(run), onnx_validation=on_onnx, **TINY
+            data=str(tiny_data), epochs=1, out=str(run), onnx_validation=on_onnx, **TINY
         )
         _quiet_train(config)
         rows[on_onnx] = list(csv.DictReader((run / "metrics.csv").open()))
-    assert exports == [True, True]  # one export an epoch, none with onnx_validation=False
-    assert len(rows[True]) == len(rows[False]) == 2
+    assert exports == [True]  # one export an epoch, none with onnx_validation=False
+    assert len(rows[True]) == len(rows[False]) == 1
     for onnx_row, torch_row in zip(rows[True], rows[False], strict=True):
         assert abs(float(onnx_row["val_loss"]) - float(torch_row["val_loss"])) < 1e-5
         assert onnx_row["roc_auc"] == torch_row["roc_auc"]
@@ -278,11 +278,12 @@ def test_validation_on_the_cpu_runs_on_onnxruntime_and_matches_pytorch(
 @pytest.mark.slow
 def test_compiled_training_with_loader_workers_runs_on_the_cpu(tiny_data, tmp_path):
     """`--compile` with data-loading workers: the compiled graph had segfaulted on batches in
-    the workers' shared memory, killing the run with no message (so a subprocess here)."""
+    the workers' shared memory, killing the run with no message (so a subprocess here). The
+    crash needs EfficientNet (MobileNetV3 did not show it); the compile costs ~1.5 min."""
     run = tmp_path / "run"
     argv = [
         sys.executable, "-m", "cfimg", "train", str(tiny_data), "--out", str(run),
-        "--arch", "mobilenet_v3_small", "--no-pretrained", "--img-size", "32",
+        "--arch", "efficientnet_lite0", "--no-pretrained", "--img-size", "64",
         "--batch-size", "4", "--epochs", "1", "--workers", "2", "--compile", "--quiet",
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=400)
