@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -50,14 +49,13 @@ def measure(args: argparse.Namespace) -> None:
     from cfimg.data import load_samples
     from cfimg.distributed import DistributedContext
     from cfimg.models import ClassifierWithPreprocessing
-    from cfimg.train import TrainConfig
+    from cfimg.train.config import read_run_config
     from cfimg.train.loaders import make_loaders
     from cfimg.train.loop import validate
 
-    config_path = args.run / "config.json"
-    if not config_path.is_file() or not (args.run / "split.csv").is_file():
-        raise UsageError(f"{args.run}: not a training run (no config.json or split.csv)")
-    config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
+    config = read_run_config(args.run)  # one line for a missing or damaged config.json
+    if not (args.run / "split.csv").is_file():
+        raise UsageError(f"{args.run}: not a training run (no split.csv)")
     if args.threads:
         torch.set_num_threads(args.threads)
     network, card = load_model(args.run / "best.pt")

@@ -308,8 +308,14 @@ def test_the_validation_benchmark_times_both_passes_and_says_how_far_apart_they_
     missing = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "nothere")], capture_output=True, text=True
     )
-    assert missing.returncode != 0 and "not a training run" in missing.stderr
+    assert missing.returncode != 0 and "not a cfimg run folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+    (run / "config.json").write_text("{not json")
+    damaged = subprocess.run(
+        [sys.executable, str(script), str(run)], capture_output=True, text=True
+    )
+    assert damaged.returncode != 0 and "config.json: damaged" in damaged.stderr
+    assert "Traceback" not in damaged.stderr and len(damaged.stderr.strip().splitlines()) == 1
 
 
 def test_run_name_without_out_goes_under_models(tiny_data, tmp_path, monkeypatch):
