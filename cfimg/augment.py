@@ -155,3 +155,19 @@ def decode_size_for_training(prep: Preprocessing, aug: AugmentConfig) -> int:
     if aug.native_crop_px:
         return prep.resize_px  # native crops are taken at the evaluation scale
     return math.ceil(prep.resize_px / math.sqrt(max(aug.crop_scale[0], 0.25)))
+
+
+def mixup_batch(
+    images_uint8_nhwc: torch.Tensor, alpha: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al., 2018; timm's `--mixup`): each photo of the batch blended with another
+    of the same batch, weight lam ~ Beta(alpha, alpha). Returns the blended uint8 batch, the
+    partner of each photo (an index permutation) and lam; the loss is then
+    lam * loss(own label) + (1 - lam) * loss(partner's label). A regulariser against memorising a
+    small set: a photo is never seen twice the same, and each blend keeps both photos' fine print
+    at full resolution, only fainter. Drawn from `seed`, so a resumed run repeats its blends."""
+    rng = np.random.default_rng(seed)
+    lam = float(rng.beta(alpha, alpha))
+    partner = torch.from_numpy(rng.permutation(len(images_uint8_nhwc))).to(images_uint8_nhwc.device)
+    blended = lam * images_uint8_nhwc.float() + (1.0 - lam) * images_uint8_nhwc[partner].float()
+    return blended.round_().clamp_(0, 255).to(torch.uint8), partner, lam

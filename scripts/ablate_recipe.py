@@ -94,6 +94,16 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             "today's defaults, the training step compiled (torch.compile): more epochs a minute",
             {**defaults, "compile": True},
         ),
+        "default_full_frame": (
+            "today's defaults trained on resized crops of 70-100% of the frame at the frame's"
+            " size (no native crops), so relation pooling sees the item in training as at"
+            " inference",
+            {**defaults, "augment": AugmentConfig(native_crop_px=0)},
+        ),
+        "default_mixup": (
+            "today's defaults + mixup (alpha 0.4): blended photo pairs against memorising",
+            {**defaults, "mixup_alpha": 0.4},
+        ),
         "default_r6": (
             "the default until round 7 (3 stages frozen, average pooling)",
             r6,

@@ -667,9 +667,69 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
         (["--layer-decay", "1.5"], "--layer-decay must be in"),
         (["--freeze-stages", "-1"], "--freeze-stages must be"),
         (["--threads", "0"], "--threads must be 1 or more"),
+        (["--mixup", "-1"], "--mixup must be 0 (off) or positive"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):
     code, _out, err = run_cli(["train", tiny_data, "--out", tmp_path / "r", *flags])
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_mixup_blends_each_photo_with_a_partner_of_the_batch_and_repeats_for_its_seed():
+    from cfimg.augment import mixup_batch
+
+    # photo i is a flat grey of level 20 * i, so every blended pixel says who was mixed with whom
+    images = (torch.arange(8, dtype=torch.uint8) * 20).view(8, 1, 1, 1).expand(8, 4, 4, 3)
+    blended, partner, lam = mixup_batch(images, 0.4, seed=3)
+    assert blended.dtype == torch.uint8 and blended.shape == images.shape
+    assert sorted(partner.tolist()) == list(range(8)) and 0.0 <= lam <= 1.0
+    expected = (lam * images.float() + (1 - lam) * images[partner].float()).round()
+    assert torch.equal(blended, expected.to(torch.uint8))
+    again, partner_again, lam_again = mixup_batch(images, 0.4, seed=3)
+    assert torch.equal(again, blended) and torch.equal(partner_again, partner)
+    assert lam_again == lam
+    draws = {mixup_batch(images, 0.4, seed=s)[2] for s in range(20)}
+    assert len(draws) == 20  # a new blend every step
+
+
+class _TinyUint8Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, images_uint8_nhwc):
+        return None, self.head(images_uint8_nhwc.float().mean(dim=(1, 2)) / 255)
+
+
+def test_a_mixup_step_trains_on_the_blend_of_both_photos_losses():
+    from cfimg.augment import mixup_batch
+    from cfimg.train.loop import train_step
+    from cfimg.train.optim import TrainingParts, make_optimizer
+
+    torch.manual_seed(0)
+    model = _TinyUint8Net()
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    parts = TrainingParts(
+        model=model,
+        forward=model,
+        ema=None,
+        optimizer=make_optimizer(model, TrainConfig(data="")),
+        scaler=None,
+        criterion=criterion,
+        amp_dtype=None,
+        head_names={"head.weight", "head.bias"},
+    )
+    images = torch.randint(0, 256, (6, 5, 5, 3), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    blended, partner, lam = mixup_batch(images, 0.4, seed=11)
+    with torch.no_grad():
+        logits = model(blended)[1]
+        expected = lam * criterion(logits, labels) + (1 - lam) * criterion(logits, labels[partner])
+        unmixed = criterion(model(images)[1], labels)
+    step = dict(lr=0.0, seed=11, frozen=False, clip_norm=1.0)  # lr 0: the weights stay put
+    assert train_step(parts, images, labels, mixup_alpha=0.4, **step) == pytest.approx(
+        float(expected), abs=1e-6
+    )
+    assert train_step(parts, images, labels, **step) == pytest.approx(float(unmixed), abs=1e-6)
+    assert abs(float(expected) - float(unmixed)) > 1e-4  # so the two checks tell them apart

@@ -49,6 +49,9 @@ def train_command(
     ),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
     label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    mixup: float = typer.Option(
+        0.0, "--mixup", help="Mixup alpha: blend photo pairs, Beta(alpha, alpha); 0 = off."
+    ),
     balance: str = typer.Option("auto", "--balance", help="Class-weighted loss: auto|on|off."),
     ema_decay: float = typer.Option(0.99, "--ema-decay", help="Per-step EMA decay; 0 = off."),
     freeze_backbone_epochs: int = typer.Option(
@@ -133,6 +136,7 @@ def train_command(
             weight_decay=weight_decay,
             warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing,
+            mixup_alpha=mixup,
             balance=balance,
             ema_decay=ema_decay,
             freeze_backbone_epochs=freeze_backbone_epochs,

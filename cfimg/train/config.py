@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # AdamW's; norm weights and biases are never decayed
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) blends of photo pairs (augment.mixup_batch)
     balance: str = "auto"  # class-weighted loss: auto (when classes differ by >1.5x) | on | off
     ema_decay: float = 0.99  # per step, reached after a warm-up (see optim.ema_decay_at); 0: off
     pooling: str = DEFAULT_POOLING  # the head's pooling (cfimg.heads.POOLINGS)
@@ -147,6 +148,7 @@ def validate_config(config: TrainConfig) -> None:
         (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
         (config.lr > 0, f"--lr must be positive, got {config.lr}"),
         (0 <= config.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (config.mixup_alpha >= 0, f"--mixup must be 0 (off) or positive, got {config.mixup_alpha}"),
         (0 <= config.ema_decay < 1, "--ema-decay must be in [0, 1)"),
         (config.balance in ("auto", "on", "off"), "--balance must be auto, on or off"),
         (

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cfimg.augment import mixup_batch
 from cfimg.card import ModelCard
 from cfimg.data import dataset_fingerprint, write_split_csv
 from cfimg.distributed import DistributedContext, gather_arrays, init_distributed
@@ -309,7 +310,14 @@ def train_one_epoch(
         lr = schedule.at(progress.global_step)
         seed = config.seed * 1_000_003 + progress.global_step
         loss = train_step(
-            parts, images, labels, lr=lr, seed=seed, frozen=frozen, clip_norm=config.grad_clip_norm
+            parts,
+            images,
+            labels,
+            lr=lr,
+            seed=seed,
+            frozen=frozen,
+            clip_norm=config.grad_clip_norm,
+            mixup_alpha=config.mixup_alpha,
         )
         progress.loss_sum += loss * len(labels)
         progress.seen += len(labels)
@@ -344,11 +352,14 @@ def train_step(
     seed: int,
     frozen: bool,
     clip_norm: float,
+    mixup_alpha: float = 0.0,
 ) -> float:
-    """One optimizer step on a batch; returns its mean loss."""
+    """One optimizer step on a batch; returns its mean loss (with mixup, the blended loss)."""
     model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
     set_learning_rate(optimizer, lr)
     torch.manual_seed(seed)  # dropout and drop-path draws, keyed by step so a resume matches
+    if mixup_alpha > 0:
+        images, partner, lam = mixup_batch(images, mixup_alpha, seed)
     # Head-only phase: the backbone keeps its weights (no gradient, so AdamW skips it), and
     # without requires_grad autograd does not run its backward pass at all.
     held = [
@@ -364,6 +375,8 @@ def train_step(
         ):
             _, logits = parts.forward(images)
             loss = parts.criterion(logits.float(), labels)
+            if mixup_alpha > 0:
+                loss = lam * loss + (1.0 - lam) * parts.criterion(logits.float(), labels[partner])
         optimizer.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler else loss).backward()
     finally:
