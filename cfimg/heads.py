@@ -6,7 +6,8 @@ covers 2 of 49 cells, max pooling keeps the strongest cell, GeM sits between the
 power mean), and attention pooling (gated attention-based multiple-instance learning, Ilse et al.
 2018) learns which cells to look at and says so: its weights are a heatmap of its own. Relation
 pooling adds one self-attention layer over the cells to average pooling, so the head can compare
-one part of the item with its other parts.
+one part of the item with its other parts. Covariance pooling adds the cells' second-order
+statistics (bilinear pooling, the classic fine-grained head): which features occur together.
 
 `HeadSpec` is stored in the model card, so loading a checkpoint or reading an ONNX file rebuilds
 exactly the head that was trained. The pooling modules themselves are in cfimg.pooling: this module
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from cfimg.labels import CLASS_NAMES
 
-POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "gem", "attn", "relate")
+POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "gem", "attn", "relate", "cov")
 # What `cfimg train` uses unless told (BENCHMARKS.md, rounds 6-7). HeadSpec keeps "avg" as its own
 # default: that is what a model file or card written before pooling was a choice holds.
 DEFAULT_POOLING = "relate"

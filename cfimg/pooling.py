@@ -98,6 +98,43 @@ class RelationPool(nn.Module):
         return cells.mean(dim=1) + self.up(z.mean(dim=1))
 
 
+class CovariancePool(nn.Module):
+    """Average pooling plus the second-order statistics of the cells (bilinear pooling, Lin et
+    al. 2015): which features occur together across the photo, not only how strongly each one
+    does. Texture-level cues live there: a stitch pitch against the thread's own width, a
+    lettering's weight against its spacing.
+
+    The cells are projected to `dim` features, centred over the cells, and their covariance's
+    upper triangle is signed-square-rooted and L2-normalised (the usual bilinear normalisation,
+    which keeps a few strong features from dominating). Any number of cells works, and the
+    output projection starts at zero, so the head begins as average pooling.
+    """
+
+    def __init__(self, channels: int, dim: int = 32, eps: float = 1e-4):
+        super().__init__()
+        self.down = nn.Linear(channels, dim)
+        self.up = nn.Linear(dim * (dim + 1) // 2, channels)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        rows, cols = torch.triu_indices(dim, dim)
+        self.register_buffer("upper", rows * dim + cols, persistent=False)
+        self.eps = eps
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        cells = features.flatten(2).transpose(1, 2)  # [N, H*W, C]
+        z = self.down(cells).float()
+        z = z - z.mean(dim=1, keepdim=True)
+        # float32 under any autocast: a covariance is a mean of many small products
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            covariance = z.transpose(1, 2) @ z / z.shape[1]  # [N, dim, dim]
+        second = covariance.flatten(1).index_select(1, self.upper)
+        # signed square root, continuous at 0 so that cells all alike (covariance ~0, its signs
+        # rounding noise) give ~0, not a unit vector of noise after the normalisation
+        second = torch.sign(second) * (torch.sqrt(second.abs() + self.eps) - self.eps**0.5)
+        second = second / second.norm(dim=1, keepdim=True).clamp(min=self.eps)
+        return cells.mean(dim=1) + self.up(second.to(cells.dtype))
+
+
 def make_pool(pooling: str, channels: int) -> nn.Module:
     """A module [N, C, H, W] -> [N, C] for `pooling`."""
     if pooling == "avg":
@@ -112,6 +149,8 @@ def make_pool(pooling: str, channels: int) -> nn.Module:
         return AttentionPool(channels)
     if pooling == "relate":
         return RelationPool(channels)
+    if pooling == "cov":
+        return CovariancePool(channels)
     raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
 
 

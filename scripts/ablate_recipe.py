@@ -109,6 +109,11 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             "today's defaults + mixup (alpha 0.4): blended photo pairs against memorising",
             {**defaults, "mixup_alpha": 0.4},
         ),
+        "default_cov": (
+            "today's defaults with covariance pooling (average + the cells' second-order"
+            " statistics, bilinear pooling) instead of relation pooling",
+            {**defaults, "pooling": "cov"},
+        ),
         "default_r6": (
             "the default until round 7 (3 stages frozen, average pooling)",
             r6,

@@ -139,3 +139,38 @@ def test_an_ablation_with_a_missing_holdout_set_stops_before_training(tmp_path, 
     assert stopped.value.code == 2
     assert "--holdout: " in capsys.readouterr().err
     assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "med2000").exists()
+
+
+def test_defect_directions_scores_each_way_a_defect_departs_and_checks_the_seed(tmp_path, capsys):
+    import csv
+    import importlib.util
+
+    from cfimg.synth import generate_dataset
+
+    spec = importlib.util.spec_from_file_location(
+        "directions", REPO / "scripts" / "defect_directions.py"
+    )
+    directions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(directions)
+    manifest = generate_dataset(
+        tmp_path / "set", n_images=36, seed=3, size_px=64, workers=0, progress=False
+    )
+    rows = list(csv.DictReader(manifest.open()))
+    for name, fake_score in (("caught.csv", 0.9), ("missed.csv", 0.1)):
+        with (tmp_path / name).open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["path", "label", "p_counterfeit", "item_id"])
+            writer.writeheader()
+            for row in rows:
+                score = fake_score if row["label"] == "counterfeit" else 0.5
+                writer.writerow(
+                    {**{k: row[k] for k in ("path", "label", "item_id")}, "p_counterfeit": score}
+                )
+    args = ["--data", str(tmp_path / "set"), "--n", "36", "--seed", "3"]
+    assert directions.main([*args, str(tmp_path / "caught.csv"), str(tmp_path / "missed.csv")]) == 0
+    table = capsys.readouterr().out.splitlines()[2:]
+    kinds = {line.split(" | ")[0].lstrip("| ") for line in table}
+    assert kinds == {k for row in rows for k in row["defects"].split(";") if k}
+    assert all("| 1.00 (" in line and "| 0.00 (" in line for line in table)
+    assert any(" | + | " in line or " | - | " in line for line in table)  # signs are told apart
+    with pytest.raises(SystemExit, match="does not match --n 36 --seed 4"):
+        directions.main([*args[:-1], "4", str(tmp_path / "caught.csv")])

@@ -19,7 +19,7 @@ from cfimg.models import (
     head_parameter_names,
     pool_module,
 )
-from cfimg.pooling import AttentionPool, RelationPool
+from cfimg.pooling import AttentionPool, CovariancePool, RelationPool
 
 LEGACY = json.loads((Path(__file__).parent / "data" / "legacy_models.json").read_text())
 
@@ -122,8 +122,26 @@ def test_relation_pool_starts_as_average_pooling_and_takes_any_number_of_cells()
     assert not torch.allclose(pair(a, b) + pair(c, d), pair(a, d) + pair(c, b))
 
 
+def test_covariance_pool_starts_as_average_pooling_and_sees_what_occurs_together():
+    pool = CovariancePool(channels=8, dim=4)
+    for height, width in ((5, 7), (12, 12)):
+        features = torch.rand(3, 8, height, width)
+        torch.testing.assert_close(pool(features), features.mean(dim=(2, 3)))
+    with torch.no_grad():
+        torch.nn.init.normal_(pool.up.weight)
+    # two photos whose channels have the same means over the cells, so average pooling cannot
+    # tell them apart; in the second the upper channels of the two cells are swapped, which
+    # changes which features occur together
+    a, b = torch.rand(2, 8)
+    swapped_a, swapped_b = torch.cat([a[:4], b[4:]]), torch.cat([b[:4], a[4:]])
+    together = torch.stack([a, b], dim=1)[None, :, :, None]  # [1, 8, 2, 1]
+    apart = torch.stack([swapped_a, swapped_b], dim=1)[None, :, :, None]
+    torch.testing.assert_close(together.mean(dim=(2, 3)), apart.mean(dim=(2, 3)))
+    assert not torch.allclose(pool(together), pool(apart))
+
+
 def test_unknown_pooling_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="avg, max, avgmax, gem, attn, relate"):
+    with pytest.raises(ValueError, match="avg, max, avgmax, gem, attn, relate, cov"):
         HeadSpec(pooling="median")
 
 
@@ -138,7 +156,7 @@ def test_larger_lite_backbones_load_their_packaged_imagenet_weights(arch, size_p
     assert not torch.equal(network.state_dict()[stem], random.state_dict()[stem])
 
 
-@pytest.mark.parametrize("pooling", ["max", "gem", "attn", "relate"])
+@pytest.mark.parametrize("pooling", ["max", "gem", "attn", "relate", "cov"])
 def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, pooling):
     from cfimg.engines import load_engine
     from cfimg.export import export_onnx
