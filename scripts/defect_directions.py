@@ -50,7 +50,13 @@ def direction(kind: str, params: dict) -> str:
 
 def defect_parameters(data: Path, n_images: int, seed: int) -> dict[str, dict[str, dict]]:
     """item_id -> {kind: parameters}, drawn again and checked against the set's manifest."""
-    rows = read_manifest(data / "manifest.csv")
+    manifest = data / "manifest.csv"
+    try:
+        rows = read_manifest(manifest)
+    except OSError as exc:
+        raise SystemExit(f"{manifest}: cannot read it ({exc.strerror or exc})") from None
+    if not rows or not {"item_id", "defects", "difficulty"} <= rows[0].keys():
+        raise SystemExit(f"{manifest}: not a cfimg synth manifest (no photos, or no defects)")
     difficulty = rows[0]["difficulty"]
     config = SynthConfig(data, seed, difficulty, size_px=0)
     drawn = {plan.item_id: item_defects(plan, config) for plan in plan_items(n_images, seed)}
@@ -58,7 +64,7 @@ def defect_parameters(data: Path, n_images: int, seed: int) -> dict[str, dict[st
         kinds = set(filter(None, row["defects"].split(";")))
         if row["item_id"] not in drawn or set(drawn[row["item_id"]]) != kinds:
             raise SystemExit(
-                f"{data / 'manifest.csv'}: item {row['item_id']} does not match --n {n_images}"
+                f"{manifest}: item {row['item_id']} does not match --n {n_images}"
                 f" --seed {seed}; give the values the set was synthesised with"
             )
     return drawn
@@ -67,8 +73,21 @@ def defect_parameters(data: Path, n_images: int, seed: int) -> dict[str, dict[st
 def direction_table(predictions: Path, parameters: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """ "kind direction" -> cfimg.metrics.metrics_by_type's figures (n, roc_auc against every
     genuine photo, and the same for the photos with that defect alone)."""
-    with predictions.open(newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row.get("p_counterfeit")]
+    try:
+        with predictions.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("p_counterfeit")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(
+            f"{predictions}: cannot read it ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    if not rows or not {"item_id", "label"} <= rows[0].keys():
+        raise SystemExit(f"{predictions}: not a cfimg eval predictions file with scored photos")
+    unknown = next((row for row in rows if row["item_id"] not in parameters), None)
+    if unknown is not None:
+        raise SystemExit(
+            f"{predictions}: item {unknown['item_id']} is not in the set given by --data;"
+            " score the predictions of that set"
+        )
     types = [
         [f"{kind} {direction(kind, params)}" for kind, params in parameters[row["item_id"]].items()]
         for row in rows

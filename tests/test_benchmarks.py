@@ -62,13 +62,18 @@ def test_benchmark_rejects_an_unknown_section():
     assert "unknown section nonsense" in done.stderr
 
 
-def _ablation_script():
+def _script(filename: str):
+    """A script of scripts/ imported as a module, so its functions can be called."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ablate", REPO / "scripts" / "ablate_recipe.py")
-    ablate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablate)
-    return ablate
+    spec = importlib.util.spec_from_file_location(Path(filename).stem, REPO / "scripts" / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ablation_script():
+    return _script("ablate_recipe.py")
 
 
 def test_every_ablation_recipe_is_a_valid_training_config():
@@ -143,15 +148,10 @@ def test_an_ablation_with_a_missing_holdout_set_stops_before_training(tmp_path, 
 
 def test_defect_directions_scores_each_way_a_defect_departs_and_checks_the_seed(tmp_path, capsys):
     import csv
-    import importlib.util
 
     from cfimg.synth import generate_dataset
 
-    spec = importlib.util.spec_from_file_location(
-        "directions", REPO / "scripts" / "defect_directions.py"
-    )
-    directions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(directions)
+    directions = _script("defect_directions.py")
     manifest = generate_dataset(
         tmp_path / "set", n_images=36, seed=3, size_px=64, workers=0, progress=False
     )
@@ -174,3 +174,10 @@ def test_defect_directions_scores_each_way_a_defect_departs_and_checks_the_seed(
     assert any(" | + | " in line or " | - | " in line for line in table)  # signs are told apart
     with pytest.raises(SystemExit, match="does not match --n 36 --seed 4"):
         directions.main([*args[:-1], "4", str(tmp_path / "caught.csv")])
+    with pytest.raises(SystemExit, match="manifest.csv: cannot read it"):
+        directions.main(["--data", str(tmp_path), "--n", "36", "--seed", "3", "x.csv"])
+    with pytest.raises(SystemExit, match="nowhere.csv: cannot read it"):
+        directions.main([*args, str(tmp_path / "nowhere.csv")])
+    (tmp_path / "other.csv").write_text("path,label,p_counterfeit,item_id\nx.jpg,genuine,0.2,w-9\n")
+    with pytest.raises(SystemExit, match="item w-9 is not in the set given by --data"):
+        directions.main([*args, str(tmp_path / "other.csv")])
