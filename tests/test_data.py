@@ -320,6 +320,26 @@ def test_split_is_stratified_by_label_and_category():
         assert abs(counts["test"] - 0.1 * total) <= 1
 
 
+def test_split_gives_each_brand_its_share_of_val_and_test_in_each_class():
+    # per (label, brand): genuine and counterfeit items of three brands in unequal numbers
+    items = {(0, "alba"): 60, (0, "brio"): 20, (0, "cora"): 40, (1, "alba"): 30, (1, "brio"): 50}
+    samples = [
+        Sample(
+            f"/d/{label}/{brand}/{item}_{view}.jpg", label, "bag", brand, f"{label}{brand}{item}"
+        )
+        for (label, brand), count in items.items()
+        for item in range(count)
+        for view in range(2)
+    ]
+    for seed in range(5):
+        split = assign_splits(samples, val_frac=0.2, test_frac=0.1, seed=seed)
+        item_rows = {(s.item_id, s.label, s.brand, s.split) for s in split}
+        for stratum, total in items.items():
+            counts = Counter(sp for _, label, brand, sp in item_rows if (label, brand) == stratum)
+            assert abs(counts["val"] - 0.2 * total) <= 1, (seed, stratum, counts)
+            assert abs(counts["test"] - 0.1 * total) <= 1, (seed, stratum, counts)
+
+
 @pytest.mark.parametrize(
     ("items", "expected"),
     [

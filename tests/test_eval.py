@@ -45,7 +45,10 @@ def make_run(root: Path, make_image_tree) -> Path:
     )
     run = root / "run"
     save_checkpoint(run / "best.pt", card=card, model_state=network.state_dict())
-    samples = assign_splits(load_samples(root / "data"), val_frac=0.3, test_frac=0.3, seed=0)
+    # Seed 1: since splits are stratified by brand, seed 0's validation items are ones on which
+    # one aggregation rule of this random network beats no threshold, so that rule's item
+    # threshold fell back to the photo threshold (the test after the next) instead of being fitted.
+    samples = assign_splits(load_samples(root / "data"), val_frac=0.3, test_frac=0.3, seed=1)
     write_split_csv(samples, run / "split.csv")
     return run
 
@@ -211,6 +214,21 @@ def test_items_section_measures_every_rule_on_the_evaluated_items(shared_run, tm
     assert (
         "## Items (listings)" in text and "| **max** |" in text and "photos (for reference)" in text
     )
+
+
+def test_item_threshold_falls_back_to_the_photo_threshold_when_no_threshold_beats_chance():
+    from cfimg.evaluate.items import ItemScores, fit_item_threshold, threshold_max_balanced_accuracy
+
+    labels = np.array([0, 1, 0, 1])
+    reversed_scores = np.array([0.9, 0.1, 0.8, 0.2])  # every threshold does worse than none
+    assert threshold_max_balanced_accuracy(labels, reversed_scores) is None
+    photos = np.ones(4, dtype=int)
+    fit = ItemScores(labels, reversed_scores, photos)
+    assert fit_item_threshold(fit, None, None, 0.37) == (0.37, "photo threshold", True)
+    separable = np.array([0.2, 0.7, 0.1, 0.9])
+    fit = ItemScores(labels, separable, photos)
+    threshold, source, _ = fit_item_threshold(fit, None, None, 0.37)
+    assert source == "max balanced accuracy" and 0.2 < threshold <= 0.7
 
 
 def test_item_threshold_maximises_balanced_accuracy_on_the_validation_items(shared_run, tmp_path):

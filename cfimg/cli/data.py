@@ -96,7 +96,7 @@ def print_report(
         console.print("splits: as given by the dataset", soft_wrap=True)
     else:
         console.print(
-            f"splits: assigned by item, stratified by label and category "
+            f"splits: assigned by item, stratified by label, category and brand "
             f"(val {val_frac:g}, test {test_frac:g}, seed {seed})",
             soft_wrap=True,
         )

@@ -1,8 +1,8 @@
 """Splits: which photos train, validate and test a model, and the fingerprint of the result.
 
 `assign_splits` keeps every photo of an item in one split (see `cfimg.data.sources` for how
-items are named), stratifies by (label, category) and is seeded, so a dataset splits the same way
-on every machine. `dataset_fingerprint` identifies a split dataset in run records without
+items are named), stratifies by (label, category, brand) and is seeded, so a dataset splits the
+same way on every machine. `dataset_fingerprint` identifies a split dataset in run records without
 reading file contents.
 """
 
@@ -23,7 +23,7 @@ from cfimg.labels import CLASS_NAMES
 def assign_splits(
     samples: Sequence[Sample], *, val_frac: float = 0.15, test_frac: float = 0.15, seed: int = 0
 ) -> list[Sample]:
-    """Give every sample a split: grouped by item, stratified by (label, category), seeded.
+    """Give every sample a split: grouped by item, stratified by (label, category, brand), seeded.
 
     Samples that already have a split keep it (and so do the other photos of their item); when
     every sample has one, nothing changes. The remaining items are dealt out per stratum by
@@ -78,9 +78,23 @@ def _given_split(members: list[Sample]) -> str:
     return next((sample.split for sample in members if sample.split), "")
 
 
-def _stratum(members: list[Sample]) -> tuple[int, str]:
-    """The (label, category) most of an item's photos have; ties go to the smallest."""
-    counts = Counter((sample.label, sample.category) for sample in members)
+Stratum = tuple  # (label, category) or (label, category, brand); the label always first
+
+
+def _stratum(members: list[Sample]) -> Stratum:
+    """The (label, category, brand) most of an item's photos have; ties go to the smallest.
+
+    Brand is part of it so that each brand's genuine and counterfeit items split in the same
+    proportions: by (label, category) alone, one brand's validation photos were 42 counterfeit to
+    24 genuine while its training photos were 105 to 128 (BENCHMARKS.md, round 13), so pooled
+    figures mixed in each brand's base rate. Without a brand the stratum is (label, category),
+    as before brands were part of it, so such a dataset splits as it always did."""
+
+    def key(sample: Sample) -> Stratum:
+        label_category = (sample.label, sample.category)
+        return (*label_category, sample.brand) if sample.brand else label_category
+
+    counts = Counter(key(sample) for sample in members)
     return min(counts, key=lambda stratum: (-counts[stratum], stratum))
 
 
@@ -92,12 +106,12 @@ def _unit(seed: int, *parts: object) -> float:
 
 def _deal_out(
     keys: list[str],
-    strata: dict[str, tuple[int, str]],
+    strata: dict[str, Stratum],
     val_frac: float,
     test_frac: float,
     seed: int,
 ) -> dict[str, str]:
-    by_stratum: dict[tuple[int, str], list[str]] = defaultdict(list)
+    by_stratum: dict[Stratum, list[str]] = defaultdict(list)
     for key in keys:
         by_stratum[strata[key]].append(key)
     assignment = {}
@@ -117,7 +131,7 @@ def _deal_out(
 
 def _guarantee_each_class(
     assignment: dict[str, str],
-    strata: dict[str, tuple[int, str]],
+    strata: dict[str, Stratum],
     movable: set[str],
     val_frac: float,
     test_frac: float,
@@ -146,7 +160,7 @@ def _guarantee_each_class(
 
 
 def _pick(
-    candidates: list[str], strata: dict[str, tuple[int, str]], assignment: dict[str, str], seed: int
+    candidates: list[str], strata: dict[str, Stratum], assignment: dict[str, str], seed: int
 ) -> str:
     """The item to move: from the stratum with most items in that split, so small categories
     keep theirs; ties broken by the seeded order."""
