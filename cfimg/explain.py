@@ -60,14 +60,25 @@ def gradcam_batch(
     """Grad-CAM heatmaps [N, S, S] in [0, 1] (S = the model's input size) and p_counterfeit [N].
 
     Each heatmap is scaled so its maximum is 1; an all-zero heatmap means no position raises the
-    counterfeit log-odds. The explained layer is the head API's feature map (models.feature_module).
+    counterfeit log-odds. The explained layer is the head API's feature map (models.feature_module);
+    for a head that runs on tiles, each tile's map is laid where the tile sits in the frame and
+    overlapping tiles are averaged.
     """
     import torch
     import torch.nn.functional as F
 
-    from cfimg.models import ClassifierWithPreprocessing, feature_module
+    from cfimg.models import (
+        ClassifierWithPreprocessing,
+        cut_tiles,
+        feature_module,
+        network_input_px,
+        tile_origins,
+    )
 
     prep = card.preprocessing
+    size = prep.img_size_px
+    origins = tile_origins(network, size, size)  # [(0, 0)] unless the head runs on tiles
+    tile_px = network_input_px(network, size)
     layer = feature_module(network)
     device = next(network.parameters()).device
     wrapper = ClassifierWithPreprocessing(network, prep, card.temperature).to(device)
@@ -78,23 +89,43 @@ def gradcam_batch(
             batch = torch.from_numpy(np.array(images_uint8_nhwc, dtype=np.uint8)).to(device)
             # requires_grad on the input keeps the graph alive even for a frozen network
             inputs = wrapper.normalize(batch).requires_grad_(True)
-            logits = network(inputs)
+            tile_logits = network(cut_tiles(network, inputs))
             activation = captured[-1]
             positive = card.counterfeit_index
-            log_odds = logits[:, positive] - logits[:, 1 - positive]
+            log_odds = tile_logits[:, positive] - tile_logits[:, 1 - positive]
             (gradients,) = torch.autograd.grad(log_odds.sum(), activation)
     finally:
         handle.remove()
     with torch.no_grad():
         channel_weights = gradients.mean(dim=(2, 3), keepdim=True)
         cam = torch.relu((channel_weights * activation).sum(dim=1, keepdim=True)).float()
-        cam = F.interpolate(cam, size=(prep.img_size_px,) * 2, mode="bilinear", align_corners=False)
-        cam = cam[:, 0]
+        cam = F.interpolate(cam, size=(tile_px,) * 2, mode="bilinear", align_corners=False)
+        cam = _stitch_tiles(cam[:, 0], origins, size)
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
         heatmaps = (cam / peak).clamp(0.0, 1.0)
-        probabilities = torch.softmax(logits.detach().float() / card.temperature, dim=1)
+        # the verdict's logits: the mean over the tiles, as ClassifierWithPreprocessing takes it
+        logits = tile_logits.detach().float().reshape(-1, len(origins), tile_logits.shape[-1])
+        probabilities = torch.softmax(logits.mean(dim=1) / card.temperature, dim=1)
         p_counterfeit = probabilities[:, positive]
     return heatmaps.cpu().numpy(), p_counterfeit.cpu().numpy()
+
+
+def _stitch_tiles(tile_maps, origins: list[tuple[int, int]], size_px: int):
+    """[N*K, t, t] maps of each image's K tiles -> [N, S, S] over the frame, the mean where
+    tiles overlap (a head without tiles: the one map as it is)."""
+    import torch
+
+    if len(origins) == 1:
+        return tile_maps
+    tile_px = tile_maps.shape[-1]
+    per_image = tile_maps.reshape(-1, len(origins), tile_px, tile_px)
+    like = dict(dtype=tile_maps.dtype, device=tile_maps.device)
+    frame = torch.zeros(per_image.shape[0], size_px, size_px, **like)
+    covered = torch.zeros(size_px, size_px, **like)
+    for index, (top, left) in enumerate(origins):
+        frame[:, top : top + tile_px, left : left + tile_px] += per_image[:, index]
+        covered[top : top + tile_px, left : left + tile_px] += 1
+    return frame / covered.clamp_min(1)
 
 
 def gradcam(network, card: ModelCard, image_uint8_hwc: np.ndarray) -> np.ndarray:

@@ -151,6 +151,7 @@ def build_network(arch: str, head: HeadSpec) -> nn.Module:
     if head.dropout is not None:
         layout = _set_dropout(network, spec, head.dropout)
     network.cfimg_layout = layout  # read by head_module/pool_module/feature_module
+    network.cfimg_tiles = (head.tiles, head.tile_px)  # read by tile_origins
     _reset_head(network)
     return network
 
@@ -214,6 +215,49 @@ def pool_module(network: nn.Module) -> nn.Module:
 def feature_module(network: nn.Module) -> nn.Module:
     """The module whose output is the last 4-D feature map before pooling (Grad-CAM's layer)."""
     return _unwrapped(network).get_submodule(head_layout(network).features)
+
+
+def tile_origins(network: nn.Module, height_px: int, width_px: int) -> list[tuple[int, int]]:
+    """(top, left) of each tile `network` is run on for a frame of this size, row by row: the
+    head's N x N tiles of its tile side, spread evenly from edge to edge; [(0, 0)] (one pass over
+    the whole frame) for a head without tiles or a frame no larger than one tile, as a training
+    crop is."""
+    tiles, tile_px = getattr(_unwrapped(network), "cfimg_tiles", (1, 0))
+    if tiles <= 1 or (height_px <= tile_px and width_px <= tile_px):
+        return [(0, 0)]
+
+    def starts(side_px: int) -> list[int]:
+        return [round(i * max(side_px - tile_px, 0) / (tiles - 1)) for i in range(tiles)]
+
+    return [(top, left) for top in starts(height_px) for left in starts(width_px)]
+
+
+def network_input_px(network: nn.Module, frame_px: int) -> int:
+    """The side of what `network` itself runs on for a frame_px square: a tile or the frame."""
+    tiles, tile_px = getattr(_unwrapped(network), "cfimg_tiles", (1, 0))
+    return min(tile_px, frame_px) if tiles > 1 else frame_px
+
+
+def cut_tiles(network: nn.Module, images_nchw: torch.Tensor) -> torch.Tensor:
+    """[N*K, C, t, t]: image by image, its K tiles (tile_origins) one after another; the batch
+    itself when the network runs on whole frames."""
+    height, width = images_nchw.shape[-2:]
+    origins = tile_origins(network, int(height), int(width))
+    if len(origins) == 1:
+        return images_nchw
+    tile_px = network_input_px(network, max(int(height), int(width)))
+    tiles = [images_nchw[:, :, top : top + tile_px, left : left + tile_px] for top, left in origins]
+    return torch.stack(tiles, dim=1).flatten(0, 1)
+
+
+def network_logits(network: nn.Module, images_nchw: torch.Tensor) -> torch.Tensor:
+    """[N, classes]: the network's logits for normalised frames; with tiles, each frame's mean
+    over its tiles' logits (a mean of log-odds: the temperature then calibrates it as one)."""
+    tiles_per_image = len(tile_origins(network, *map(int, images_nchw.shape[-2:])))
+    logits = network(cut_tiles(network, images_nchw))
+    if tiles_per_image == 1:
+        return logits
+    return logits.reshape(-1, tiles_per_image, logits.shape[-1]).mean(dim=1)
 
 
 def head_parameter_names(network: nn.Module) -> set[str]:
@@ -345,6 +389,6 @@ class ClassifierWithPreprocessing(nn.Module):
         return images_uint8_nhwc.permute(0, 3, 1, 2).float() * self.scale - self.shift
 
     def forward(self, images_uint8_nhwc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network(self.normalize(images_uint8_nhwc))
+        logits = network_logits(self.network, self.normalize(images_uint8_nhwc))
         probabilities = torch.softmax(logits / self.temperature, dim=1)
         return probabilities, logits

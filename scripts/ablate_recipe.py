@@ -114,6 +114,15 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             " statistics, bilinear pooling) instead of relation pooling",
             {**defaults, "pooling": "cov"},
         ),
+        "default_tiles2": (
+            "today's defaults, inference on 2 x 2 tiles of the training crops' side, their"
+            " logits averaged, instead of the whole frame at once",
+            {**defaults, "tiles": 2},
+        ),
+        "default_tiles3": (
+            "today's defaults, inference on 3 x 3 tiles of the training crops' side",
+            {**defaults, "tiles": 3},
+        ),
         "default_r6": (
             "the default until round 7 (3 stages frozen, average pooling)",
             r6,

@@ -181,3 +181,53 @@ def test_defect_directions_scores_each_way_a_defect_departs_and_checks_the_seed(
     (tmp_path / "other.csv").write_text("path,label,p_counterfeit,item_id\nx.jpg,genuine,0.2,w-9\n")
     with pytest.raises(SystemExit, match="item w-9 is not in the set given by --data"):
         directions.main([*args, str(tmp_path / "other.csv")])
+
+
+def test_score_tiles_scores_one_run_on_the_frame_as_eval_does_and_on_tiles(
+    tmp_path, capsys, monkeypatch
+):
+    from cfimg.augment import AugmentConfig
+    from cfimg.evaluate import evaluate
+    from cfimg.train import TrainConfig, train
+    from tests.conftest import make_image_tree
+
+    make_image_tree(tmp_path / "photos", items=5, views=2, size_px=40)
+    make_image_tree(tmp_path / "holdout", items=3, views=1, size_px=40)
+    config = TrainConfig(
+        data=str(tmp_path / "photos"),
+        out=str(tmp_path / "run"),
+        arch="mobilenet_v3_small",
+        pretrained=False,
+        img_size_px=32,
+        augment=AugmentConfig(native_crop_px=24),
+        batch_size=4,
+        epochs=1,
+        workers=0,
+    )
+    threads = torch.get_num_threads()
+    try:
+        train(config, progress=False, log=lambda line: None)
+        held = evaluate(
+            tmp_path / "run",
+            tmp_path / "holdout",
+            out_dir=tmp_path / "eval",
+            n_bootstrap=0,
+            write_plots=False,
+        ).report["metrics"]
+        argv = ["score_tiles.py", str(tmp_path / "run"), "--data", str(tmp_path / "holdout")]
+        monkeypatch.setattr("sys.argv", [*argv, "--tiles", "1,2", "--threads", "1"])
+        assert _script("score_tiles.py").main() == 0
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite runs in this process
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()]
+    holdout = {int(r[2]): float(r[3]) for r in rows if len(r) == 6 and "holdout" in r[0]}
+    assert set(holdout) == {1, 2} and 0 <= holdout[2] <= 1
+    assert holdout[1] == pytest.approx(held["roc_auc"], abs=1e-3)  # the frame: as cfimg eval
+
+
+def test_score_tiles_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["score_tiles.py", str(tmp_path)])
+    assert _script("score_tiles.py").main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("score_tiles: error:") and "not a cfimg run folder" in err
+    assert len(err.strip().splitlines()) == 1

@@ -340,6 +340,7 @@ def test_info_describes_an_onnx_model(run_cli, run_dir, exported):
     assert code == 0
     for text in (ARCH, "0.45", "1.5", "uint8_nhwc", "probabilities", "[batch, 64, 64, 3]"):
         assert text in out
+    assert "pooling; the whole frame at once" in out  # the head, and how it covers the frame
     code, out, _ = run_cli(["info", run_dir / "model.onnx", "--json"])
     details = json.loads(out)
     assert details["opset"] == 18 and details["inputs"][0]["shape"] == ["batch", 64, 64, 3]

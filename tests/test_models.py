@@ -17,7 +17,9 @@ from cfimg.models import (
     get_arch,
     head_module,
     head_parameter_names,
+    network_logits,
     pool_module,
+    tile_origins,
 )
 from cfimg.pooling import AttentionPool, CovariancePool, RelationPool
 
@@ -158,8 +160,6 @@ def test_larger_lite_backbones_load_their_packaged_imagenet_weights(arch, size_p
 
 @pytest.mark.parametrize("pooling", ["max", "gem", "attn", "relate", "cov"])
 def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, pooling):
-    from cfimg.engines import load_engine
-    from cfimg.export import export_onnx
     from cfimg.preprocess import Preprocessing
 
     head = HeadSpec(pooling=pooling)
@@ -171,12 +171,90 @@ def test_every_head_exports_to_onnx_and_matches_pytorch(tmp_path, pooling):
         torch.nn.init.normal_(head_module(network).weight, std=1.0)
     prep = Preprocessing(img_size_px=48, resize_px=48)
     card = ModelCard(arch="mobilenet_v3_small", preprocessing=prep, head=head)
-    save_checkpoint(tmp_path / "m.pt", card=card, model_state=network.state_dict())
-    report = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx", max_check_images=8)
-    assert (tmp_path / "m.onnx").is_file(), report
-    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
-    onnx_engine, torch_engine = load_engine(tmp_path / "m.onnx"), load_engine(tmp_path / "m.pt")
+    onnx_engine, torch_engine, images = _exported_and_saved(tmp_path, network, card)
     assert onnx_engine.card.head == head
     np.testing.assert_allclose(
         onnx_engine.predict(images)[0], torch_engine.predict(images)[0], atol=1e-4
     )
+
+
+def _exported_and_saved(tmp_path, network, card):
+    """(ONNX engine, PyTorch engine) of `network` saved with `card` and exported, and 3 random
+    frames of the card's size to feed both."""
+    from cfimg.engines import load_engine
+    from cfimg.export import export_onnx
+
+    save_checkpoint(tmp_path / "m.pt", card=card, model_state=network.state_dict())
+    report = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx", max_check_images=8)
+    assert (tmp_path / "m.onnx").is_file(), report
+    side = card.preprocessing.img_size_px
+    images = np.random.default_rng(0).integers(0, 256, (3, side, side, 3), dtype=np.uint8)
+    return load_engine(tmp_path / "m.onnx"), load_engine(tmp_path / "m.pt"), images
+
+
+def _tiled_lite0(tiles: int = 2, tile_px: int = 48, frame_px: int = 64):
+    """A random EfficientNet-Lite0 whose head runs on tiles, and its card."""
+    from cfimg.preprocess import Preprocessing
+
+    head = HeadSpec(pooling="relate", tiles=tiles, tile_px=tile_px)
+    torch.manual_seed(0)
+    network = create_model("efficientnet_lite0", head=head, pretrained=False).eval()
+    with torch.no_grad():
+        for parameter in pool_module(network).parameters():
+            parameter.add_(0.1)
+        # logits of a few units (the random backbone's features run to ~1e5): probabilities
+        # that are neither 0 nor 1, so the parity checks below can fail
+        torch.nn.init.normal_(head_module(network).weight, std=1e-5)
+    prep = Preprocessing(img_size_px=frame_px, resize_px=frame_px)
+    return network, ModelCard(arch="efficientnet_lite0", preprocessing=prep, head=head)
+
+
+def test_a_tiled_head_averages_the_logits_of_tiles_spread_over_the_frame():
+    network, _card = _tiled_lite0(tiles=3, frame_px=80)
+    assert tile_origins(network, 80, 80) == [(t, left) for t in (0, 16, 32) for left in (0, 16, 32)]
+    frames = torch.rand(2, 3, 80, 80)
+    with torch.no_grad():
+        by_hand = torch.stack(
+            [
+                network(frames[:, :, t : t + 48, left : left + 48])
+                for t, left in tile_origins(network, 80, 80)
+            ],
+            dim=1,
+        ).mean(dim=1)
+        close = dict(rtol=1e-4, atol=1e-4)  # batched and one-by-one float sums differ a little
+        torch.testing.assert_close(network_logits(network, frames), by_hand, **close)
+        crop = frames[:, :, :48, :48]  # a training view is one tile: it passes whole
+        torch.testing.assert_close(network_logits(network, crop), network(crop), **close)
+        assert not torch.allclose(network_logits(network, frames), network(frames))
+
+
+def test_a_tiled_head_exports_to_onnx_and_matches_pytorch(tmp_path):
+    network, card = _tiled_lite0(tiles=2)  # TF-'same' padding: made static for the tile's size
+    onnx_engine, torch_engine, images = _exported_and_saved(tmp_path, network, card)
+    assert onnx_engine.card.head == card.head
+    onnx_p, onnx_logits = onnx_engine.predict(images)
+    torch_p, torch_logits = torch_engine.predict(images)
+    np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+
+
+def test_gradcam_of_a_tiled_head_covers_the_frame_and_explains_its_verdict():
+    from cfimg.explain import gradcam_batch
+
+    network, card = _tiled_lite0(tiles=2)
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    heatmaps, p_counterfeit = gradcam_batch(network, card, images)
+    assert heatmaps.shape == (2, 64, 64)
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    with torch.no_grad():
+        verdict_p, _logits = ClassifierWithPreprocessing(network, card.preprocessing)(
+            torch.from_numpy(images)
+        )
+    np.testing.assert_allclose(p_counterfeit, verdict_p[:, card.counterfeit_index], atol=1e-5)
+
+
+def test_a_head_of_tiles_needs_a_tile_side():
+    with pytest.raises(ValueError, match="tile side"):
+        HeadSpec(tiles=2)
+    with pytest.raises(ValueError, match="tiles 0"):
+        HeadSpec(tiles=0)

@@ -649,6 +649,7 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
         out=str(run),
         pooling="attn",
         head_dropout=0.1,
+        tiles=2,
         layer_decay=0.7,
         augment=AugmentConfig(native_crop_px=24),
         **TINY,
@@ -656,7 +657,8 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
     _quiet_train(config)
     _model, card = load_model(run)
     assert (card.head.pooling, card.head.dropout) == ("attn", 0.1)
-    assert card.preprocessing.img_size_px == 32  # inference still covers the whole frame
+    assert card.preprocessing.img_size_px == 32  # inference still covers the whole frame...
+    assert (card.head.tiles, card.head.tile_px) == (2, 24)  # ...in 2 x 2 tiles of the crop side
 
 
 @pytest.mark.parametrize(
@@ -668,6 +670,8 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
         (["--freeze-stages", "-1"], "--freeze-stages must be"),
         (["--threads", "0"], "--threads must be 1 or more"),
         (["--mixup", "-1"], "--mixup must be 0 (off) or positive"),
+        (["--tiles", "0"], "--tiles must be 1 (the whole frame) or more"),
+        (["--tiles", "2", "--crop", "0"], "--tiles 2 needs native-scale training crops"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):

@@ -157,6 +157,18 @@ def info(
     _print_info(_console(), details)
 
 
+def _head(values: dict | None) -> str:
+    from cfimg.heads import HeadSpec
+
+    head = HeadSpec.from_dict(values)
+    coverage = (
+        f"{head.tiles} x {head.tiles} tiles of {head.tile_px} px, logits averaged"
+        if head.tiles > 1
+        else "the whole frame at once"
+    )
+    return f"{head.pooling} pooling; {coverage}"
+
+
 def _print_info(console, details: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -165,6 +177,7 @@ def _print_info(console, details: dict) -> None:
     rows = [
         ("file", f"{details['path']} ({details['kind']}, {_megabytes(details['size_bytes'])})"),
         ("architecture", card["arch"]),
+        ("head", _head(card.get("head"))),
         ("model id", card.get("model_id") or "-"),
         ("classes", ", ".join(card["class_names"])),
         ("threshold", f"{card['threshold']:g} (p_counterfeit at or above: counterfeit)"),

@@ -67,6 +67,12 @@ def train_command(
         help="Train on random crops of this side (px) at the inference scale; 0 = resized "
         "crops of most of the frame [the arch's input side when --img-size is larger].",
     ),
+    tiles: int = typer.Option(
+        1,
+        "--tiles",
+        help="Infer on N x N tiles of the crop side spread over the frame, their logits "
+        "averaged (about N*N*crop^2/frame^2 the inference cost); 1 = the whole frame at once.",
+    ),
     layer_decay: float = typer.Option(
         1.0, "--layer-decay", help="Layer-wise lr decay per block from the head; 1 = off."
     ),
@@ -142,6 +148,7 @@ def train_command(
             freeze_backbone_epochs=freeze_backbone_epochs,
             pooling=pooling,
             head_dropout=head_dropout,
+            tiles=tiles,
             layer_decay=layer_decay,
             freeze_stages=freeze_stages,
             grad_clip_norm=grad_clip,

@@ -43,10 +43,12 @@ def build_onnx_model(network, card: ModelCard, *, input_format: str, opset: int)
     preprocessing and temperature, in one of cfimg.export.contract.INPUT_FORMATS."""
     import torch
 
-    from cfimg.models import ClassifierWithPreprocessing
+    from cfimg.models import ClassifierWithPreprocessing, network_input_px
 
     size = card.preprocessing.img_size_px
-    network = _with_static_same_padding(copy.deepcopy(network).eval(), size)
+    network = copy.deepcopy(network).eval()
+    # padding made static for what the network itself runs on: the frame, or one tile of it
+    network = _with_static_same_padding(network, network_input_px(network, size))
     if input_format == FLOAT_NCHW:
         module = _float_input_classifier(network, card)
         example = torch.zeros(2, 3, size, size)

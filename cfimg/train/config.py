@@ -44,6 +44,9 @@ class TrainConfig:
     ema_decay: float = 0.99  # per step, reached after a warm-up (see optim.ema_decay_at); 0: off
     pooling: str = DEFAULT_POOLING  # the head's pooling (cfimg.heads.POOLINGS)
     head_dropout: float | None = None  # None: the architecture's own
+    # Inference on N x N tiles of the training crops' side, their logits averaged (HeadSpec);
+    # 1: the whole frame in one pass. Needs native-scale crops smaller than the frame.
+    tiles: int = 1
     layer_decay: float = 1.0  # layer-wise lr decay: block k of K from the head trains at d^(K-k)
     # The stem and the next N-1 stages stay as pretrained (weights and norm statistics); 0: none.
     # None: DEFAULT_FREEZE_STAGES when starting from pretrained weights, 0 from scratch.
@@ -111,7 +114,10 @@ class TrainConfig:
         )
 
     def head(self) -> HeadSpec:
-        return HeadSpec(pooling=self.pooling, dropout=self.head_dropout)
+        tile_px = self.resolved_crop_px() if self.tiles > 1 else 0
+        return HeadSpec(
+            pooling=self.pooling, dropout=self.head_dropout, tiles=self.tiles, tile_px=tile_px
+        )
 
     def preprocessing(self) -> Preprocessing:
         return get_arch(self.arch).preprocessing.with_size(self.resolved_img_size_px())
@@ -166,6 +172,12 @@ def validate_config(config: TrainConfig) -> None:
             or 16 <= config.augment.native_crop_px <= config.preprocessing().resize_px,
             f"--crop must be 0 (resized crops) or between 16 px and the resize side "
             f"({config.preprocessing().resize_px} px)",
+        ),
+        (config.tiles >= 1, f"--tiles must be 1 (the whole frame) or more, got {config.tiles}"),
+        (
+            config.tiles == 1 or config.resolved_crop_px() > 0,
+            f"--tiles {config.tiles} needs native-scale training crops smaller than the frame "
+            f"(--crop C below --img-size); these views are resized crops of the whole frame",
         ),
         (0 < config.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
         (
