@@ -71,6 +71,7 @@ def gradcam_batch(
         ClassifierWithPreprocessing,
         cut_tiles,
         feature_module,
+        mean_over_tiles,
         network_input_px,
         tile_origins,
     )
@@ -104,8 +105,8 @@ def gradcam_batch(
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
         heatmaps = (cam / peak).clamp(0.0, 1.0)
         # the verdict's logits: the mean over the tiles, as ClassifierWithPreprocessing takes it
-        logits = tile_logits.detach().float().reshape(-1, len(origins), tile_logits.shape[-1])
-        probabilities = torch.softmax(logits.mean(dim=1) / card.temperature, dim=1)
+        logits = mean_over_tiles(tile_logits.detach().float(), len(origins))
+        probabilities = torch.softmax(logits / card.temperature, dim=1)
         p_counterfeit = probabilities[:, positive]
     return heatmaps.cpu().numpy(), p_counterfeit.cpu().numpy()
 

@@ -254,10 +254,14 @@ def network_logits(network: nn.Module, images_nchw: torch.Tensor) -> torch.Tenso
     """[N, classes]: the network's logits for normalised frames; with tiles, each frame's mean
     over its tiles' logits (a mean of log-odds: the temperature then calibrates it as one)."""
     tiles_per_image = len(tile_origins(network, *map(int, images_nchw.shape[-2:])))
-    logits = network(cut_tiles(network, images_nchw))
+    return mean_over_tiles(network(cut_tiles(network, images_nchw)), tiles_per_image)
+
+
+def mean_over_tiles(tile_logits: torch.Tensor, tiles_per_image: int) -> torch.Tensor:
+    """[N*K, classes] logits of each image's K tiles (cut_tiles' order) -> [N, classes]."""
     if tiles_per_image == 1:
-        return logits
-    return logits.reshape(-1, tiles_per_image, logits.shape[-1]).mean(dim=1)
+        return tile_logits
+    return tile_logits.reshape(-1, tiles_per_image, tile_logits.shape[-1]).mean(dim=1)
 
 
 def head_parameter_names(network: nn.Module) -> set[str]:
