@@ -47,7 +47,8 @@ def make_run(root: Path, make_image_tree) -> Path:
     save_checkpoint(run / "best.pt", card=card, model_state=network.state_dict())
     # Seed 1: since splits are stratified by brand, seed 0's validation items are ones on which
     # one aggregation rule of this random network beats no threshold, so that rule's item
-    # threshold fell back to the photo threshold (the test after the next) instead of being fitted.
+    # threshold fell back to the photo threshold instead of being fitted (that fallback has a
+    # test of its own: ..._falls_back_to_the_photo_threshold_when_no_threshold_beats_chance).
     samples = assign_splits(load_samples(root / "data"), val_frac=0.3, test_frac=0.3, seed=1)
     write_split_csv(samples, run / "split.csv")
     return run
