@@ -151,7 +151,7 @@ def build_network(arch: str, head: HeadSpec) -> nn.Module:
     if head.dropout is not None:
         layout = _set_dropout(network, spec, head.dropout)
     network.cfimg_layout = layout  # read by head_module/pool_module/feature_module
-    network.cfimg_tiles = (head.tiles, head.tile_px)  # read by tile_origins
+    network.cfimg_tiles = (head.tiles, head.tile_px)  # read by _tiling
     _reset_head(network)
     return network
 
@@ -217,12 +217,17 @@ def feature_module(network: nn.Module) -> nn.Module:
     return _unwrapped(network).get_submodule(head_layout(network).features)
 
 
+def _tiling(network: nn.Module) -> tuple[int, int]:
+    """(tiles per side, tile side) of the network's head; (1, 0) for one built without tiles."""
+    return getattr(_unwrapped(network), "cfimg_tiles", (1, 0))
+
+
 def tile_origins(network: nn.Module, height_px: int, width_px: int) -> list[tuple[int, int]]:
     """(top, left) of each tile `network` is run on for a frame of this size, row by row: the
     head's N x N tiles of its tile side, spread evenly from edge to edge; [(0, 0)] (one pass over
     the whole frame) for a head without tiles or a frame no larger than one tile, as a training
     crop is."""
-    tiles, tile_px = getattr(_unwrapped(network), "cfimg_tiles", (1, 0))
+    tiles, tile_px = _tiling(network)
     if tiles <= 1 or (height_px <= tile_px and width_px <= tile_px):
         return [(0, 0)]
 
@@ -234,7 +239,7 @@ def tile_origins(network: nn.Module, height_px: int, width_px: int) -> list[tupl
 
 def network_input_px(network: nn.Module, frame_px: int) -> int:
     """The side of what `network` itself runs on for a frame_px square: a tile or the frame."""
-    tiles, tile_px = getattr(_unwrapped(network), "cfimg_tiles", (1, 0))
+    tiles, tile_px = _tiling(network)
     return min(tile_px, frame_px) if tiles > 1 else frame_px
 
 
