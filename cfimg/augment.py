@@ -46,6 +46,10 @@ class AugmentConfig:
     # training config decides (TrainConfig.resolved_crop_px: the architecture's input side when
     # the frame is larger than it); augment_image treats it as 0.
     native_crop_px: int | None = None
+    # Scale jitter of the native crops: each one's scale drawn log-uniformly in [1/z, z] times the
+    # evaluation scale. An item fills a different share of each photo, so a cue's size in pixels
+    # varies from photo to photo anyway; proportions (the aspect ratio) are kept. 1: no jitter.
+    native_zoom: float = 1.0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -87,10 +91,23 @@ def random_resized_crop_box(
 
 
 def native_crop(
-    image: Image.Image, prep: Preprocessing, size_px: int, generator: torch.Generator
+    image: Image.Image,
+    prep: Preprocessing,
+    size_px: int,
+    generator: torch.Generator,
+    zoom: float = 1.0,
 ) -> Image.Image:
-    """A random size_px square of `image` at the evaluation scale (shorter side resize_px)."""
+    """A random size_px square of `image` at the evaluation scale (shorter side resize_px), or,
+    with `zoom` z > 1, at that scale times a factor drawn log-uniformly in [1/z, z]."""
     scaled = resized_size(image.width, image.height, prep.resize_px)
+    if zoom > 1.0:
+        factor = math.exp(_uniform(generator, -math.log(zoom), math.log(zoom)))
+        # the box, in `image`'s pixels, that becomes size_px at the evaluation scale x factor
+        side = min(size_px * image.width / (scaled[0] * factor), image.width, image.height)
+        left = _uniform(generator, 0, image.width - side)
+        top = _uniform(generator, 0, image.height - side)
+        box = (left, top, left + side, top + side)
+        return image.resize((size_px, size_px), prep.pil_filter, box=box)
     if scaled != image.size:
         image = image.resize(scaled, prep.pil_filter)
     left = int(_uniform(generator, 0, image.width - size_px + 1))
@@ -122,7 +139,7 @@ def augment_image(
         view = image.resize((size, size), prep.pil_filter, box=box)
     else:
         size = aug.native_crop_px
-        view = native_crop(image, prep, size, generator)
+        view = native_crop(image, prep, size, generator, aug.native_zoom)
     fill = tuple(int(c) for c in np.asarray(view).reshape(-1, 3).mean(axis=0))
     if aug.rotate_deg > 0:
         angle = _uniform(generator, -aug.rotate_deg, aug.rotate_deg)
@@ -152,8 +169,8 @@ def augment_image(
 
 def decode_size_for_training(prep: Preprocessing, aug: AugmentConfig) -> int:
     """Shorter side to decode at so the smallest random crop is not upsampled much."""
-    if aug.native_crop_px:
-        return prep.resize_px  # native crops are taken at the evaluation scale
+    if aug.native_crop_px:  # at the evaluation scale, or up to native_zoom times it
+        return math.ceil(prep.resize_px * max(aug.native_zoom, 1.0))
     return math.ceil(prep.resize_px / math.sqrt(max(aug.crop_scale[0], 0.25)))
 
 

@@ -123,6 +123,11 @@ def recipes(frame_px: int = 512, crop_px: int = 256) -> dict[str, tuple[str, dic
             "today's defaults, inference on 3 x 3 tiles of the training crops' side",
             {**defaults, "tiles": 3},
         ),
+        "default_zoom": (
+            "today's defaults + scale jitter of the native crops: each crop at the evaluation"
+            " scale times a factor drawn log-uniformly in [0.8, 1.25]",
+            {**defaults, "augment": AugmentConfig(native_zoom=1.25)},
+        ),
         "default_r6": (
             "the default until round 7 (3 stages frozen, average pooling)",
             r6,

@@ -231,3 +231,71 @@ def test_score_tiles_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith("score_tiles: error:") and "not a cfimg run folder" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_learning_curve_shares_are_nested_stratified_and_keep_every_val_and_test_photo(tmp_path):
+    from cfimg.data import load_samples
+    from cfimg.data.splits import assign_splits
+    from tests.conftest import make_image_tree
+
+    curve = _script("learning_curve.py")
+    make_image_tree(tmp_path / "photos", items=8, views=2, size_px=24, brands=("a", "b"))
+    samples = assign_splits(load_samples(tmp_path / "photos"), seed=0)
+    shares = curve.nested_shares(samples, [0.25, 0.5, 1.0], seed=0)
+    held_out = {s.path for s in samples if s.split != "train"}
+    training = {
+        share: {s.path for s in chosen if s.split == "train"} for share, chosen in shares.items()
+    }
+    for chosen in shares.values():
+        assert held_out <= {s.path for s in chosen}
+    assert training[0.25] < training[0.5] < training[1.0]
+    assert training[1.0] == {s.path for s in samples if s.split == "train"}
+    # each (label, category, brand) stratum keeps its share of items, photos of an item together
+    by_path = {s.path: s for s in samples}
+    quarter = [by_path[p] for p in training[0.25]]
+    strata = {(s.label, s.category, s.brand) for s in samples if s.split == "train"}
+    assert {(s.label, s.category, s.brand) for s in quarter} == strata
+    items = {s.item_key for s in quarter}
+    assert {s.path for s in samples if s.item_key in items} == set(training[0.25])
+
+
+def test_learning_curve_gain_per_doubling_is_the_slope_against_log2_photos():
+    curve = _script("learning_curve.py")
+    rows = [
+        {"train_photos": 250, "test_roc_auc": 0.60},
+        {"train_photos": 500, "test_roc_auc": 0.65},
+        {"train_photos": 1000, "test_roc_auc": 0.70},
+    ]
+    assert curve.gain_per_doubling(rows, "test_roc_auc") == pytest.approx(0.05)
+    assert math.isnan(curve.gain_per_doubling(rows[:1], "test_roc_auc"))
+
+
+def test_learning_curve_trains_each_share_on_the_same_test_split(tmp_path, capsys):
+    from cfimg.data import load_samples
+    from tests.conftest import make_image_tree
+
+    curve = _script("learning_curve.py")
+    make_image_tree(tmp_path / "photos", items=6, views=2, size_px=32)
+    work = tmp_path / "work"
+    argv = [str(tmp_path / "photos"), "--work", str(work), "--shares", "0.5,1", "--epochs", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert curve.main([*argv, "--threads", "1", "--workers", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite runs in this process
+    rows = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+    assert [(r["share"], r["epochs"]) for r in rows] == [(0.5, 2), (1.0, 1)]  # the same views
+    assert rows[0]["train_photos"] < rows[1]["train_photos"]
+    splits = [load_samples(work / f"share-{share}" / "run" / "split.csv") for share in ("0.5", "1")]
+    tests = [{s.path for s in samples if s.split == "test"} for samples in splits]
+    assert tests[0] == tests[1] and tests[0]
+    out = capsys.readouterr().out
+    assert "| 0.5 |" in out and "Gain per doubling of the training photos" in out
+
+
+def test_learning_curve_on_a_missing_folder_is_one_line(tmp_path, capsys):
+    curve = _script("learning_curve.py")
+    assert curve.main([str(tmp_path / "nowhere"), "--work", str(tmp_path / "w")]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("learning_curve: error:") and "nowhere" in err
+    assert len(err.strip().splitlines()) == 1

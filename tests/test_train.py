@@ -575,6 +575,27 @@ def test_native_crops_keep_the_evaluation_scale_and_the_crop_side():
     assert np.abs(np.diff(row)).mean() > 60  # still alternating every pixel: not resampled away
 
 
+def test_native_zoom_varies_each_crops_scale_within_its_bounds_and_keeps_its_side():
+    prep = Preprocessing(img_size_px=64, resize_px=64)
+    # a horizontal ramp: the span of values across a crop's row says how wide a box it took
+    ramp = np.repeat(np.linspace(0, 255, 256)[None, :, None], 256, axis=0).repeat(3, axis=2)
+    photo = Image.fromarray(ramp.astype(np.uint8))
+    plain = replace(AugmentConfig(), native_crop_px=24, rotate_deg=0, perspective_p=0, blur_p=0)
+    plain = replace(plain, jpeg_p=0, noise_p=0, brightness=0, contrast=0)
+
+    def spans(aug: AugmentConfig) -> list[float]:
+        views = [augment_image(photo, prep, aug, sample_generator(0, 0, i)) for i in range(40)]
+        assert all(view.shape == (24, 24, 3) for view in views)
+        # 24 px at the evaluation scale (64 of 256) cover 96 source columns, ~95 levels
+        return [float(view[12, -1, 0]) - float(view[12, 0, 0]) for view in views]
+
+    assert max(spans(plain)) - min(spans(plain)) < 3  # no zoom: every crop the same scale
+    zoomed = spans(replace(plain, native_zoom=1.25))
+    nominal = 95.0 * 23 / 24  # first to last pixel centre
+    assert min(zoomed) < 0.9 * nominal and max(zoomed) > 1.1 * nominal
+    assert nominal / 1.25 - 3 < min(zoomed) and max(zoomed) < nominal * 1.25 + 3
+
+
 def test_layer_decay_gives_the_head_the_full_rate_and_the_stem_the_least():
     from cfimg.heads import HeadSpec
     from cfimg.models import ClassifierWithPreprocessing, create_model, head_parameter_names
@@ -672,12 +693,24 @@ def test_head_and_native_crop_choices_reach_the_card_and_reload(tiny_data, tmp_p
         (["--mixup", "-1"], "--mixup must be 0 (off) or positive"),
         (["--tiles", "0"], "--tiles must be 1 (the whole frame) or more"),
         (["--tiles", "2", "--crop", "0"], "--tiles 2 needs native-scale training crops"),
+        (["--zoom", "0.8"], "--zoom must be between 1 (off) and 4"),
+        (["--zoom", "1.25", "--crop", "0"], "--zoom jitters native-scale crops"),
     ],
 )
 def test_bad_recipe_flags_are_one_line_usage_errors(tiny_data, tmp_path, run_cli, flags, message):
     code, _out, err = run_cli(["train", tiny_data, "--out", tmp_path / "r", *flags])
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_zoom_flag_trains_and_is_recorded_in_the_run_config(tiny_data, tmp_path, run_cli):
+    run = tmp_path / "zoomed"
+    flags = ["--arch", "mobilenet_v3_small", "--no-pretrained", "--img-size", "32", "--crop", "24"]
+    flags += ["--zoom", "1.2", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--quiet"]
+    code, _out, err = run_cli(["train", tiny_data, "--out", run, *flags])
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())["config"]["augment"]
+    assert (saved["native_crop_px"], saved["native_zoom"]) == (24, 1.2)
 
 
 def test_mixup_blends_each_photo_with_a_partner_of_the_batch_and_repeats_for_its_seed():

@@ -67,6 +67,12 @@ def train_command(
         help="Train on random crops of this side (px) at the inference scale; 0 = resized "
         "crops of most of the frame [the arch's input side when --img-size is larger].",
     ),
+    zoom: float = typer.Option(
+        1.0,
+        "--zoom",
+        help="Scale jitter of the native crops: each at the inference scale times a factor "
+        "in [1/Z, Z], drawn log-uniformly; 1 = off.",
+    ),
     tiles: int = typer.Option(
         1,
         "--tiles",
@@ -154,7 +160,7 @@ def train_command(
             grad_clip_norm=grad_clip,
             early_stop_patience=patience,
             select_metric=select_metric,
-            augment=AugmentConfig(hflip=hflip, native_crop_px=crop),
+            augment=AugmentConfig(hflip=hflip, native_crop_px=crop, native_zoom=zoom),
             device=device,
             workers=workers,
             threads=threads,

@@ -173,6 +173,15 @@ def validate_config(config: TrainConfig) -> None:
             f"--crop must be 0 (resized crops) or between 16 px and the resize side "
             f"({config.preprocessing().resize_px} px)",
         ),
+        (
+            1.0 <= config.augment.native_zoom <= 4.0,
+            f"--zoom must be between 1 (off) and 4, got {config.augment.native_zoom}",
+        ),
+        (
+            config.augment.native_zoom == 1.0 or config.resolved_crop_px() > 0,
+            "--zoom jitters native-scale crops; these views are resized crops of the frame, "
+            "whose scale already varies with the crop (--crop C below --img-size)",
+        ),
         (config.tiles >= 1, f"--tiles must be 1 (the whole frame) or more, got {config.tiles}"),
         (
             config.tiles == 1 or config.resolved_crop_px() > 0,
