@@ -41,14 +41,15 @@ def nested_shares(samples: list, shares: list[float], seed: int) -> dict[float, 
     """share -> the samples to train on: every val and test sample, and the first
     ceil(share x n) training items of each (label, category, brand) stratum, one seeded order
     per stratum for every share (so each set holds the smaller ones)."""
+    from cfimg.data.splits import item_stratum
+
     items: dict[str, list] = defaultdict(list)
     for sample in samples:
         if sample.split == "train":
             items[sample.item_key].append(sample)
     by_stratum: dict[tuple, list[str]] = defaultdict(list)
     for key, photos in sorted(items.items()):
-        first = photos[0]
-        by_stratum[(first.label, first.category, first.brand)].append(key)
+        by_stratum[item_stratum(photos)].append(key)  # the strata assign_splits deals out by
     order = random.Random(seed)
     for keys in by_stratum.values():
         order.shuffle(keys)

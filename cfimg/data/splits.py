@@ -39,7 +39,7 @@ def assign_splits(
     given = {key: _given_split(members) for key, members in groups.items()}
     fixed = {key: split for key, split in given.items() if split}
     free = [key for key in groups if key not in fixed]
-    strata = {key: _stratum(members) for key, members in groups.items()}
+    strata = {key: item_stratum(members) for key, members in groups.items()}
     assignment = dict(fixed)
     assignment.update(_deal_out(free, strata, val_frac, test_frac, seed))
     _guarantee_each_class(assignment, strata, set(free), val_frac, test_frac, seed)
@@ -81,7 +81,7 @@ def _given_split(members: list[Sample]) -> str:
 Stratum = tuple  # (label, category) or (label, category, brand); the label always first
 
 
-def _stratum(members: list[Sample]) -> Stratum:
+def item_stratum(members: list[Sample]) -> Stratum:
     """The (label, category, brand) most of an item's photos have; ties go to the smallest.
 
     Brand is part of it so that each brand's genuine and counterfeit items split in the same
